@@ -1,0 +1,3 @@
+"""Checkpoint Studio core: all logic, no Qt."""
+
+__version__ = "0.1.0"

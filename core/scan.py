@@ -1,0 +1,80 @@
+"""Security findings: which globals/opcodes a file references, how bad they are, how to allow them."""
+
+from __future__ import annotations
+
+from core.model import Finding
+
+# Globals torch.load(weights_only=True) accepts (torch 2.x `_get_allowed_globals`), by prefix/name.
+WEIGHTS_ONLY_NAMES = {
+    "collections.OrderedDict", "collections.Counter", "builtins.set", "builtins.frozenset",
+    "builtins.bytearray", "builtins.complex", "_codecs.encode", "torch.Size", "torch.device",
+    "torch.Tensor", "torch.nn.parameter.Parameter", "torch.serialization._get_layout",
+    "torch.storage.TypedStorage", "torch.storage.UntypedStorage", "torch._tensor._rebuild_from_type_v2",
+}
+WEIGHTS_ONLY_PREFIXES = ("torch._utils._rebuild_",)
+TORCH_DTYPE_AND_STORAGE_SUFFIXES = ("Storage", "Tensor")
+
+# Modules whose globals can run code or touch the system if called while unpickling.
+DANGEROUS_MODULES = {
+    "os", "posix", "nt", "subprocess", "sys", "builtins", "__builtin__", "shutil", "socket",
+    "runpy", "importlib", "pickle", "_pickle", "cPickle", "marshal", "types", "ctypes", "pty",
+    "code", "codeop", "commands", "webbrowser", "urllib", "requests", "http", "asyncio",
+    "multiprocessing", "threading", "signal", "tempfile", "pathlib", "io", "operator",
+    "functools", "inspect", "pdb", "timeit", "platform", "shelve", "dill", "numpy.testing",
+    "torch.hub", "torch.jit", "torch.ops", "torch._C", "torch.distributed", "torch.utils.cpp_extension",
+}
+SAFE_BUILTINS = {"builtins.set", "builtins.frozenset", "builtins.bytearray", "builtins.complex",
+                 "builtins.slice", "builtins.range", "builtins.object"}
+
+
+def allowed_by_weights_only(qualname: str) -> bool:
+    if qualname in WEIGHTS_ONLY_NAMES or qualname.startswith(WEIGHTS_ONLY_PREFIXES):
+        return True
+    module, _, name = qualname.rpartition(".")
+    if module in ("torch", "torch.cuda", "torch.sparse") and name.endswith(
+        TORCH_DTYPE_AND_STORAGE_SUFFIXES
+    ):
+        return True
+    return module == "torch" and _is_torch_dtype_name(name)
+
+
+def _is_torch_dtype_name(name: str) -> bool:
+    from core.dtypes import ITEMSIZE
+
+    return name in ITEMSIZE or name.startswith(("int", "uint", "per_", "float", "complex"))
+
+
+def severity_of(qualname: str) -> str:
+    """'dangerous' for globals that can run code or reach the system, else 'unknown'."""
+    if qualname in SAFE_BUILTINS:
+        return "unknown"
+    module = qualname.rpartition(".")[0]
+    parts = module.split(".")
+    prefixes = {".".join(parts[: i + 1]) for i in range(len(parts))}
+    if prefixes & DANGEROUS_MODULES or not qualname.isascii():
+        return "dangerous"
+    if qualname.rpartition(".")[2] in {"eval", "exec", "system", "popen", "__import__", "getattr",
+                                        "compile", "open", "apply", "call", "run", "spawn"}:
+        return "dangerous"
+    return "unknown"
+
+
+def global_finding(qualname: str, where: str = "") -> Finding:
+    """The finding for a global a pickle references that we did not resolve."""
+    severity = severity_of(qualname)
+    if severity == "dangerous":
+        message = (f"The file asks to call '{qualname}', which can run commands or change your "
+                   "system. It was not run.")
+    else:
+        message = (f"The file references '{qualname}', code that is not part of plain tensor "
+                   "data. It was not run.")
+    return Finding(kind="global", name=qualname, severity=severity, message=message, where=where,
+                   blocks_weights_only=not allowed_by_weights_only(qualname))
+
+
+def opcode_finding(opcode: str, where: str = "", detail: str = "") -> Finding:
+    """The finding for a pickle opcode that builds arbitrary objects (INST, OBJ, EXT*, ...)."""
+    return Finding(kind="opcode", name=opcode, severity="dangerous",
+                   message=f"The file uses the pickle instruction {opcode}, which can build "
+                           f"arbitrary objects{': ' + detail if detail else ''}. It was not run.",
+                   where=where)
