@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from core.model import Finding
+from dataclasses import dataclass
+from typing import Any
+
+from core.model import Checkpoint, Finding
 
 # Globals torch.load(weights_only=True) accepts (torch 2.x `_get_allowed_globals`), by prefix/name.
 WEIGHTS_ONLY_NAMES = {
@@ -78,3 +81,41 @@ def opcode_finding(opcode: str, where: str = "", detail: str = "") -> Finding:
                    message=f"The file uses the pickle instruction {opcode}, which can build "
                            f"arbitrary objects{': ' + detail if detail else ''}. It was not run.",
                    where=where)
+
+
+@dataclass
+class ScanResult:
+    path: str
+    format: str
+    findings: list[Finding]
+
+    @property
+    def refused_by_weights_only(self) -> bool:
+        """Would `torch.load(weights_only=True)` (or our reader's allowlist) refuse this file?"""
+        return any(f.blocks_weights_only and f.severity != "info" for f in self.findings)
+
+    @property
+    def dangerous(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "dangerous"]
+
+    def allow_line(self) -> str | None:
+        """The add_safe_globals call that lets torch load the file, when no global is dangerous."""
+        names = sorted({f.name for f in self.findings if f.kind == "global" and f.blocks_weights_only})
+        if not names or self.dangerous:
+            return None
+        imports = "\n".join(f"from {n.rpartition('.')[0]} import {n.rpartition('.')[2]}"
+                            for n in names)
+        listed = ", ".join(n.rpartition(".")[2] for n in names)
+        return f"import torch\n{imports}\ntorch.serialization.add_safe_globals([{listed}])"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path, "format": self.format,
+            "refused_by_weights_only": self.refused_by_weights_only,
+            "dangerous": len(self.dangerous), "allow_line": self.allow_line(),
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+def scan_checkpoint(checkpoint: Checkpoint) -> ScanResult:
+    return ScanResult(str(checkpoint.path), checkpoint.format, list(checkpoint.findings))

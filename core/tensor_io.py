@@ -62,9 +62,12 @@ def read_tensor(info: TensorInfo) -> torch.Tensor:
 
 
 def _check_bounds(info: TensorInfo, stride: tuple[int, ...], available: int) -> None:
+    if len(stride) != len(info.shape):
+        raise CorruptFile(f"The tensor '{info.name}' has a damaged layout record.",
+                          f"shape {info.shape} vs stride {stride}")
     if info.numel == 0:
         return
-    last = info.storage_offset + sum((d - 1) * s for d, s in zip(info.shape, stride))
+    last = info.storage_offset + sum((d - 1) * s for d, s in zip(info.shape, stride, strict=True))
     if info.storage_offset < 0 or min(stride, default=0) < 0 or last >= available:
         raise CorruptFile(
             f"The tensor '{info.name}' points outside its stored data; the file is damaged.",

@@ -1,0 +1,122 @@
+"""`ckpt-studio`: the command-line front door. No subcommand (or only file names) opens the GUI."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from core import __version__
+from core.errors import CheckpointError
+
+EXIT_OK, EXIT_FINDINGS, EXIT_ERROR, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ckpt-studio",
+        description="Inspect, convert, diff, export and check PyTorch checkpoints without running "
+        "code from them. Run with no arguments (or only file names) to open the desktop app.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show technical details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("inspect", help="list a file's tensors: names, shapes, dtypes, sizes")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--filter", metavar="GLOB", help="only tensors whose name matches, e.g. '*.bn.*'")
+    p.add_argument("--section", metavar="NAME", help="only this section (model, ema, optimizer...)")
+    p.set_defaults(run=_run_inspect)
+
+    p = sub.add_parser("scan", help="report code references; exit 1 if torch.load("
+                       "weights_only=True) would refuse the file")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(run=_run_scan)
+    return parser
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    from core.formats import open_checkpoint
+    from core.inspect import inspect_checkpoint
+
+    result = inspect_checkpoint(open_checkpoint(args.file), args.section, args.filter)
+    if args.json:
+        from core.report import to_json
+
+        print(to_json(result))
+    else:
+        from core.cli_render import print_inspect
+
+        print_inspect(result)
+    return EXIT_OK
+
+
+def _run_scan(args: argparse.Namespace) -> int:
+    from core.formats import open_checkpoint
+    from core.scan import scan_checkpoint
+
+    result = scan_checkpoint(open_checkpoint(args.file))
+    if args.json:
+        from core.report import to_json
+
+        print(to_json(result))
+    else:
+        from core.cli_render import print_scan
+
+        print_scan(result)
+    return EXIT_FINDINGS if result.refused_by_weights_only else EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    commands = set(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    if not argv or (argv[0] not in commands and not argv[0].startswith("-")):
+        return _open_gui(argv)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_OK
+    return _guarded(args.run, args)
+
+
+def _guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a command; turn every error into one plain sentence (details with --verbose)."""
+    try:
+        return run(args)
+    except CheckpointError as exc:
+        _print_error(exc.message, exc.details if args.verbose else None)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        _print_error("Stopped.", None)
+        return EXIT_ERROR
+    except Exception as exc:  # a bug of ours: still no traceback unless asked
+        import traceback
+
+        details = traceback.format_exc() if args.verbose else None
+        _print_error(f"Something went wrong inside Checkpoint Studio ({type(exc).__name__}: {exc}). "
+                     "Run again with --verbose for details.", details)
+        return EXIT_INTERNAL
+
+
+def _print_error(message: str, details: str | None) -> None:
+    print(f"Error: {message}", file=sys.stderr)
+    if details:
+        print(details, file=sys.stderr)
+
+
+def _open_gui(files: list[str]) -> int:
+    try:
+        from gui.app import main as gui_main  # noqa: PLC0415 - the GUI loads only when asked
+    except ImportError as exc:
+        print("The desktop app is not available in this installation "
+              f"({exc}). Use the commands instead, e.g. `ckpt-studio inspect FILE`; "
+              "see `ckpt-studio --help`.", file=sys.stderr)
+        return EXIT_ERROR
+    return gui_main(files)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""InspectResult: what a file holds, per section, with totals; the data behind `inspect` views."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.errors import CheckpointError
+from core.model import BUFFER, Checkpoint, Finding, Section, TensorInfo
+
+
+@dataclass
+class Totals:
+    tensors: int = 0
+    parameters: int = 0  # elements of tensors that are not buffers
+    buffers: int = 0
+    nbytes: int = 0
+    bytes_by_dtype: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, tensors: list[TensorInfo]) -> Totals:
+        by_dtype: Counter[str] = Counter()
+        for t in tensors:
+            by_dtype[t.dtype] += t.nbytes
+        return cls(
+            tensors=len(tensors),
+            parameters=sum(t.numel for t in tensors if t.role != BUFFER),
+            buffers=sum(t.numel for t in tensors if t.role == BUFFER),
+            nbytes=sum(by_dtype.values()),
+            bytes_by_dtype=dict(by_dtype.most_common()),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class SectionView:
+    name: str
+    tensors: list[TensorInfo]
+    values: dict[str, Any]
+    totals: Totals
+    common_prefix: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "totals": self.totals.to_dict(), "values": self.values,
+            "common_prefix": self.common_prefix,
+            "tensors": [t.to_dict() for t in self.tensors],
+        }
+
+
+@dataclass
+class InspectResult:
+    path: str
+    format: str
+    file_size: int
+    weights: str | None
+    sections: list[SectionView]
+    totals: Totals
+    aliases: list[list[str]]  # groups of tensor names that share one storage
+    metadata: dict[str, Any]
+    findings: list[Finding]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path, "format": self.format, "file_size": self.file_size,
+            "weights": self.weights, "totals": self.totals.to_dict(), "aliases": self.aliases,
+            "metadata": self.metadata, "findings": [f.to_dict() for f in self.findings],
+            "sections": [s.to_dict() for s in self.sections],
+        }
+
+
+def inspect_checkpoint(
+    checkpoint: Checkpoint, section: str | None = None, pattern: str | None = None
+) -> InspectResult:
+    """Summarise an opened checkpoint, optionally one section and names matching a glob."""
+    if section is not None and section not in checkpoint.sections:
+        known = ", ".join(checkpoint.sections) or "none"
+        raise CheckpointError(f"This file has no section '{section}' (it has: {known}).")
+    chosen = [checkpoint.sections[section]] if section else list(checkpoint.sections.values())
+    views = [_view(s, pattern) for s in chosen]
+    every = [t for v in views for t in v.tensors]
+    return InspectResult(
+        path=str(checkpoint.path), format=checkpoint.format,
+        file_size=_size(checkpoint), weights=checkpoint.weights, sections=views,
+        totals=Totals.of(every), aliases=alias_groups(every),
+        metadata=checkpoint.metadata, findings=list(checkpoint.findings),
+    )
+
+
+def _view(section: Section, pattern: str | None) -> SectionView:
+    tensors = [t for name, t in section.tensors.items()
+               if not pattern or fnmatch.fnmatchcase(name, pattern)]
+    return SectionView(section.name, tensors, section.values, Totals.of(tensors),
+                       section.common_prefix)
+
+
+def alias_groups(tensors: list[TensorInfo]) -> list[list[str]]:
+    by_storage: dict[tuple[str, str], list[str]] = {}
+    for t in tensors:
+        if t.storage is not None:
+            by_storage.setdefault((str(t.storage.path), t.storage.key), []).append(t.name)
+    return [names for names in by_storage.values() if len(names) > 1]
+
+
+def _size(checkpoint: Checkpoint) -> int:
+    try:
+        return os.path.getsize(checkpoint.path)
+    except OSError:
+        return 0
