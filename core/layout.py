@@ -87,9 +87,9 @@ def flatten(tree: Any) -> tuple[dict[str, TensorInfo], dict[str, Any]]:
 
 def _children(node: Any) -> list[tuple[str, Any, str | None]]:
     if isinstance(node, dict):
-        return [(str(k), v, None) for k, v in node.items() if contains_tensor(v)]
+        return [(str(k), v, None) for k, v in node.items()]
     if isinstance(node, (list, tuple)):
-        return [(str(i), v, None) for i, v in enumerate(node) if contains_tensor(v)]
+        return [(str(i), v, None) for i, v in enumerate(node)]
     if isinstance(node, Opaque):
         return _opaque_children(node)
     return []
@@ -103,10 +103,9 @@ def _opaque_children(node: Opaque) -> list[tuple[str, Any, str | None]]:
         for attr, role in roles.items():
             sub = state.get(attr) or {}
             if isinstance(sub, dict):
-                out += [(str(k), v, role) for k, v in sub.items() if contains_tensor(v)]
+                out += [(str(k), v, role) for k, v in sub.items()]
         return out
-    parts = [("", state, None), ("", node.args, None), ("", node.items, None)]
-    return [(k, v, r) for k, v, r in parts if contains_tensor(v)]
+    return [("", state, None), ("", node.args, None), ("", node.items, None)]
 
 
 def _join(path: str, key: str) -> str:
