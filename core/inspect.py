@@ -22,13 +22,15 @@ class Totals:
 
     @classmethod
     def of(cls, tensors: list[TensorInfo]) -> Totals:
+        """Counts over distinct tensors: tied weights (one storage, same view) count once."""
+        distinct = list({_view_key(t): t for t in tensors}.values())
         by_dtype: Counter[str] = Counter()
-        for t in tensors:
+        for t in distinct:
             by_dtype[t.dtype] += t.nbytes
         return cls(
             tensors=len(tensors),
-            parameters=sum(t.numel for t in tensors if t.role != BUFFER),
-            buffers=sum(t.numel for t in tensors if t.role == BUFFER),
+            parameters=sum(t.numel for t in distinct if t.role != BUFFER),
+            buffers=sum(t.numel for t in distinct if t.role == BUFFER),
             nbytes=sum(by_dtype.values()),
             bytes_by_dtype=dict(by_dtype.most_common()),
         )
@@ -97,6 +99,12 @@ def _view(section: Section, pattern: str | None) -> SectionView:
                if not pattern or fnmatch.fnmatchcase(name, pattern)]
     return SectionView(section.name, tensors, section.values, Totals.of(tensors),
                        section.common_prefix)
+
+
+def _view_key(t: TensorInfo) -> tuple[object, ...]:
+    if t.storage is None:
+        return ("no-storage", t.name)
+    return (str(t.storage.path), t.storage.key, t.storage_offset, t.shape, t.stride, t.dtype)
 
 
 def alias_groups(tensors: list[TensorInfo]) -> list[list[str]]:

@@ -143,7 +143,9 @@ def to_plain(value: Any, depth: int = 0) -> Any:
     if isinstance(value, (bytes, bytearray)):
         return f"<{len(value)} bytes>"
     if isinstance(value, Opaque):
-        return f"<{value.qualname}>"
+        plain_args = all(isinstance(a, (str, int, float, bool)) for a in value.args)
+        shown = ", ".join(repr(a) for a in value.args) if plain_args else "…"
+        return f"<{value.qualname}({shown})>"
     return str(value)
 
 
