@@ -154,6 +154,8 @@ def _is_state_dict(tree: dict[Any, Any]) -> bool:
     if not tree:
         return True
     tensors = sum(isinstance(v, TensorInfo) for v in tree.values())
+    if tensors == len(tree):
+        return True  # every value a tensor, even if a key is called "model" or "weights"
     known_sections = sum(str(k) in SECTION_ALIASES for k in tree)
     return tensors > 0 and tensors >= len(tree) / 2 and known_sections == 0
 

@@ -1,0 +1,225 @@
+"""The few globals torch writes for tensors, storages and containers, as inert markers + our handlers.
+
+Nothing here is imported from, or called on behalf of, the file: a global the file names either maps
+to a marker below (and REDUCE/NEWOBJ on it runs one of OUR functions in `HANDLERS`), or it becomes
+an `Opaque` with a finding (decided by the interpreter in `pickle_vm`).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from core.dtypes import ITEMSIZE, STORAGE_CLASS
+from core.errors import CorruptFile
+from core.model import Storage, TensorInfo
+
+MALFORMED = "The file's internal data is malformed; the file is damaged or not a real checkpoint."
+_BAD_TENSOR = "A tensor in the file is described inconsistently; the file is damaged."
+
+
+@dataclass(frozen=True)
+class Ref:
+    """An allowlisted global, held by name only (never imported)."""
+
+    qualname: str
+
+
+@dataclass(frozen=True)
+class DType:
+    """A torch dtype global such as torch.float16, by its torch name."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class StorageType:
+    """A storage class global such as torch.FloatStorage, by the dtype it stores."""
+
+    dtype: str
+    qualname: str = ""
+
+
+class PickledOrderedDict(OrderedDict):
+    """collections.OrderedDict from the file; BUILD state (e.g. `_metadata`) goes to `attrs`."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.attrs: dict[Any, Any] = {}
+
+
+def resolve_global(qualname: str) -> Any | None:
+    """The inert marker for an allowlisted global, or None when the global is not allowed."""
+    module, _, name = qualname.rpartition(".")
+    if name in STORAGE_CLASS:  # torch's own find_class maps any "...<X>Storage" this way
+        return StorageType(STORAGE_CLASS[name], qualname)
+    if qualname in ("torch.storage.UntypedStorage", "torch.UntypedStorage"):
+        return StorageType("uint8", qualname)
+    if module == "torch" and name in ITEMSIZE:
+        return DType(name)
+    if qualname in HANDLERS or qualname in TYPE_MARKERS:
+        return Ref(qualname)
+    return None
+
+
+def tensor_info(storage: Any, offset: Any, size: Any, stride: Any, dtype: str | None = None,
+                requires_grad: Any = False) -> TensorInfo:
+    """A TensorInfo checked to lie inside its storage (no data is read)."""
+    if not isinstance(storage, Storage):
+        raise CorruptFile(_BAD_TENSOR, f"tensor storage is {type(storage).__name__}")
+    dtype = dtype or storage.dtype
+    shape, strides = _dims(size, "size"), _dims(stride, "stride")
+    if len(strides) != len(shape) or not _is_count(offset):
+        raise CorruptFile(_BAD_TENSOR, f"size {shape}, stride {strides}, offset {offset!r}")
+    info = TensorInfo("", shape, dtype, storage, offset, strides,
+                      requires_grad=requires_grad is True)
+    if info.numel:
+        last = offset + sum((d - 1) * s for d, s in zip(shape, strides, strict=True))
+        if (last + 1) * ITEMSIZE[dtype] > storage.nbytes:
+            raise CorruptFile("A tensor points outside its stored data; the file is damaged.",
+                              f"needs {(last + 1) * ITEMSIZE[dtype]} bytes, storage "
+                              f"{storage.key} has {storage.nbytes}")
+    return info
+
+
+def _dims(value: Any, what: str) -> tuple[int, ...]:
+    if not isinstance(value, (tuple, list)) or not all(_is_count(v) for v in value):
+        raise CorruptFile(_BAD_TENSOR, f"tensor {what} is {value!r:.200}")
+    return tuple(value)
+
+
+def _is_count(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _dtype(value: Any) -> str:
+    if not isinstance(value, DType) or value.name not in ITEMSIZE:
+        raise CorruptFile(_BAD_TENSOR, f"dtype is {value!r:.200}")
+    return value.name
+
+
+def _tensor(value: Any) -> TensorInfo:
+    if not isinstance(value, TensorInfo):
+        raise CorruptFile(_BAD_TENSOR, f"expected a tensor, got {type(value).__name__}")
+    return value
+
+
+def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any) -> TensorInfo:
+    return tensor_info(storage, offset, size, stride)
+
+
+def _rebuild_tensor_v2(storage: Any, offset: Any, size: Any, stride: Any, requires_grad: Any,
+                       hooks: Any, metadata: Any = None) -> TensorInfo:
+    return tensor_info(storage, offset, size, stride, requires_grad=requires_grad)
+
+
+def _rebuild_tensor_v3(storage: Any, offset: Any, size: Any, stride: Any, requires_grad: Any,
+                       hooks: Any, dtype: Any, metadata: Any = None) -> TensorInfo:
+    return tensor_info(storage, offset, size, stride, _dtype(dtype), requires_grad)
+
+
+def _rebuild_parameter(data: Any, requires_grad: Any = True, hooks: Any = None,
+                       state: Any = None) -> TensorInfo:
+    if data is None:  # Parameter() with no data is an empty float tensor
+        return TensorInfo("", (0,), "float32", None, requires_grad=requires_grad is True)
+    return replace(_tensor(data), requires_grad=requires_grad is True)
+
+
+def _rebuild_meta(dtype: Any, size: Any, stride: Any, requires_grad: Any) -> TensorInfo:
+    shape, strides = _dims(size, "size"), _dims(stride, "stride")
+    return TensorInfo("", shape, _dtype(dtype), None, 0, strides,
+                      requires_grad=requires_grad is True)
+
+
+def _rebuild_device_copy(data: Any, dtype: Any, device: Any, requires_grad: Any) -> TensorInfo:
+    return replace(_tensor(data), requires_grad=requires_grad is True)
+
+
+def _size(*args: Any) -> tuple[int, ...]:
+    return _dims(args[0] if args else (), "size")
+
+
+def _device(kind: Any, index: Any = None) -> str:
+    if not isinstance(kind, str) or not (index is None or type(index) is int):
+        raise CorruptFile("A device name in the file is malformed.", f"{kind!r:.100}, {index!r}")
+    return kind if index is None else f"{kind}:{index}"
+
+
+def _ordered_dict(items: Any = ()) -> PickledOrderedDict:
+    return PickledOrderedDict(items)
+
+
+def _counter(items: Any = None) -> dict[Any, Any]:
+    return dict(items) if isinstance(items, dict) else {}
+
+
+def _set(items: Any = ()) -> set[Any]:
+    return set(_iterable(items))
+
+
+def _frozenset(items: Any = ()) -> frozenset[Any]:
+    return frozenset(_iterable(items))
+
+
+def _iterable(items: Any) -> Any:
+    if not isinstance(items, (list, tuple, set, frozenset)):
+        raise CorruptFile("A set in the file is malformed.", type(items).__name__)
+    return items
+
+
+def _bytearray(value: Any = b"", encoding: Any = None) -> bytearray:
+    if isinstance(value, (bytes, bytearray)) and encoding is None:
+        return bytearray(value)
+    if isinstance(value, str) and encoding is not None:
+        return bytearray(_encode(value, encoding))
+    if isinstance(value, list) and all(type(v) is int and 0 <= v < 256 for v in value):
+        return bytearray(value)
+    raise CorruptFile("A byte string in the file is malformed.", type(value).__name__)
+
+
+def _bytes(value: Any = b"", encoding: Any = None) -> bytes:
+    return bytes(_bytearray(value, encoding))
+
+
+def _complex(real: Any = 0.0, imag: Any = 0.0) -> complex:
+    if not all(type(v) in (int, float) for v in (real, imag)):
+        raise CorruptFile("A complex number in the file is malformed.")
+    return complex(real, imag)
+
+
+def _encode(text: Any, encoding: Any = "utf-8", errors: Any = "strict") -> bytes:
+    """_codecs.encode as protocol 2 uses it for bytes: only plain text encodings."""
+    codec = str(encoding).lower().replace("_", "-")
+    if not isinstance(text, str) or codec not in ("latin1", "latin-1", "iso-8859-1", "utf-8",
+                                                   "utf8", "ascii"):
+        raise CorruptFile("A byte string in the file is malformed.", f"encoding {encoding!r:.50}")
+    return text.encode(codec, "strict")
+
+
+# qualname -> our function, run on REDUCE / NEWOBJ with the file's arguments
+HANDLERS: dict[str, Callable[..., Any]] = {
+    "torch._utils._rebuild_tensor": _rebuild_tensor,
+    "torch._utils._rebuild_tensor_v2": _rebuild_tensor_v2,
+    "torch._utils._rebuild_tensor_v3": _rebuild_tensor_v3,
+    "torch._utils._rebuild_parameter": _rebuild_parameter,
+    "torch._utils._rebuild_parameter_with_state": _rebuild_parameter,
+    "torch._utils._rebuild_meta_tensor_no_storage": _rebuild_meta,
+    "torch._utils._rebuild_device_tensor_from_cpu_tensor": _rebuild_device_copy,
+    "torch.nn.parameter.Parameter": _rebuild_parameter,
+    "torch.Size": _size,
+    "torch.device": _device,
+    "collections.OrderedDict": _ordered_dict,
+    "collections.Counter": _counter,
+    "builtins.set": _set,
+    "builtins.frozenset": _frozenset,
+    "builtins.bytearray": _bytearray,
+    "builtins.bytes": _bytes,  # protocol 0-2 write b"" as bytes()
+    "builtins.complex": _complex,
+    "_codecs.encode": _encode,
+}
+
+# allowlisted globals that are only passed around as values (e.g. _rebuild_from_type_v2's type)
+TYPE_MARKERS = {"torch.Tensor", "torch._tensor._rebuild_from_type_v2"}
+REBUILD_FROM_TYPE = "torch._tensor._rebuild_from_type_v2"
