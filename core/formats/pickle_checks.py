@@ -8,6 +8,7 @@ inner reference is replaced by `CYCLE`, so code walking the tree recursively alw
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from core.errors import CorruptFile
@@ -54,6 +55,62 @@ def check_tree(root: Any, max_depth: int, max_nodes: int, where: str = "") -> No
             if frames:
                 frames[-1][2] = max(frames[-1][2], depth)
                 frames[-1][3] += size
+
+
+class KeyChecker:
+    """Checks dict keys / set items before Python hashes them.
+
+    CPython hashes a tuple by hashing its items recursively, with no depth guard and no caching:
+    a tuple nested a million levels deep crashes the interpreter, and one that shares its parts
+    ((t, t), (t, t)), ... takes forever. Integers that differ by a multiple of 2**61 - 1 share a
+    hash, which makes dict insertion quadratic. Such keys are refused; results are cached per
+    tuple, and `charge` is told how much work each new check did.
+    """
+
+    MAX_DEPTH, MAX_NODES, MAX_INT = 100, 1000, 2**61 - 2
+
+    def __init__(self, charge: Callable[[int], None] | None = None) -> None:
+        self.charge = charge
+        self.cache: dict[int, tuple[Any, int, int]] = {}  # id -> (tuple kept alive, size, depth)
+
+    def check(self, values: Iterable[Any]) -> None:
+        for value in values:
+            if type(value) is tuple:
+                self._tuple(value)
+            elif type(value) in (int, float) and not -self.MAX_INT <= value <= self.MAX_INT:
+                raise _bad_key("a very large number used as a key")
+
+    def _tuple(self, root: tuple[Any, ...]) -> None:
+        work, stack = 0, [(root, False)]
+        while stack:
+            value, expanded = stack.pop()
+            if id(value) in self.cache:
+                continue
+            work += len(value) + 1
+            if not expanded:
+                stack.append((value, True))
+                stack.extend((v, False) for v in value if type(v) is tuple)
+                if len(stack) > self.MAX_NODES:
+                    raise _bad_key("a key made of too many parts")
+                continue
+            self.check(v for v in value if type(v) is not tuple)
+            kids = [self.cache[id(v)] for v in value if type(v) is tuple]
+            size = 1 + len(value) + sum(k[1] for k in kids)
+            depth = 1 + max((k[2] for k in kids), default=0)
+            if size > self.MAX_NODES or depth > self.MAX_DEPTH:
+                raise _bad_key(f"a key nested {depth} levels deep with {size} parts")
+            self.cache[id(value)] = (value, size, depth)
+        if self.charge:
+            self.charge(work)
+
+
+def check_keys(values: Iterable[Any]) -> None:
+    """One-off KeyChecker check (for handlers that build sets/dicts from the file's values)."""
+    KeyChecker().check(values)
+
+
+def _bad_key(detail: str) -> CorruptFile:
+    return CorruptFile("The file's data uses keys too complex to read safely.", detail)
 
 
 def _children(obj: Any) -> list[tuple[_Slot, Any]] | None:

@@ -76,14 +76,14 @@ def pop_mark(vm: VM) -> None:
 
 @op(b"2")
 def dup(vm: VM) -> None:
-    vm.push(vm.top())
+    vm.stack.append(vm.top())
 
 
 # ---- numbers -------------------------------------------------------------------------------
 @op(b"I")
 def int_text(vm: VM) -> None:
     line = vm.line()
-    vm.push(False if line == b"00" else True if line == b"01" else int(line, 0))
+    vm.stack.append(False if line == b"00" else True if line == b"01" else int(line, 0))
 
 
 @op(b"L")
@@ -91,12 +91,12 @@ def long_text(vm: VM) -> None:
     line = vm.line()
     if len(line) > vm.limits.max_long_bytes * 3:
         raise _bad(vm, "integer too long")
-    vm.push(int(line[:-1] if line.endswith(b"L") else line, 0))
+    vm.stack.append(int(line[:-1] if line.endswith(b"L") else line, 0))
 
 
 @op(b"\x8a")
 def long1(vm: VM) -> None:
-    vm.push(int.from_bytes(vm.take(vm.take(1)[0]), "little", signed=True))
+    vm.stack.append(int.from_bytes(vm.take(vm.take(1)[0]), "little", signed=True))
 
 
 @op(b"\x8b")
@@ -106,12 +106,12 @@ def long4(vm: VM) -> None:
         raise _bad(vm, f"LONG4 of {size} bytes")
     if size > vm.limits.max_long_bytes:
         raise _bad(vm, f"LONG4 of {size} bytes is too large")
-    vm.push(int.from_bytes(vm.take(size), "little", signed=True))
+    vm.stack.append(int.from_bytes(vm.take(size), "little", signed=True))
 
 
 @op(b"F")
 def float_text(vm: VM) -> None:
-    vm.push(float(vm.line()))
+    vm.stack.append(float(vm.line()))
 
 
 # ---- strings -------------------------------------------------------------------------------
@@ -124,18 +124,18 @@ def _sized(vm: VM, fmt: str, n: int) -> bytes:
 
 @op(b"S")
 def string(vm: VM) -> None:
-    vm.push(vm.decode(vm.quoted(vm.line())))
+    vm.stack.append(vm.decode(vm.quoted(vm.line())))
 
 
 @op(b"V")
 def unicode_text(vm: VM) -> None:
-    vm.push(vm.line().decode("raw-unicode-escape"))
+    vm.stack.append(vm.line().decode("raw-unicode-escape"))
 
 
 @op(b"\x97")
 def next_buffer(vm: VM) -> None:
     vm.add_finding(opcode_finding("NEXT_BUFFER", vm.where, "data kept outside the file"))
-    vm.push(Opaque("pickle.PickleBuffer"))
+    vm.stack.append(Opaque("pickle.PickleBuffer"))
 
 
 @op(b"\x98")
@@ -160,17 +160,17 @@ def tuple_(vm: VM) -> None:
 
 @op(b"\x85")
 def tuple1(vm: VM) -> None:
-    vm.push(tuple(_pop_n(vm, 1)))
+    vm.stack.append(tuple(_pop_n(vm, 1)))
 
 
 @op(b"\x86")
 def tuple2(vm: VM) -> None:
-    vm.push(tuple(_pop_n(vm, 2)))
+    vm.stack.append(tuple(_pop_n(vm, 2)))
 
 
 @op(b"\x87")
 def tuple3(vm: VM) -> None:
-    vm.push(tuple(_pop_n(vm, 3)))
+    vm.stack.append(tuple(_pop_n(vm, 3)))
 
 
 @op(b"l")
@@ -194,7 +194,7 @@ def appends(vm: VM) -> None:
 def dict_(vm: VM) -> None:
     target: dict[Any, Any] = {}
     vm.set_items(target, vm.pop_mark())
-    vm.push(target)
+    vm.stack.append(target)
 
 
 @op(b"s")
@@ -215,6 +215,7 @@ def additems(vm: VM) -> None:
     items = vm.pop_mark()
     target = vm.top()
     if isinstance(target, set):
+        vm.keys.check(items)
         target.update(items)
     elif isinstance(target, Opaque):
         target.items.extend(items)
@@ -224,13 +225,15 @@ def additems(vm: VM) -> None:
 
 @op(b"\x91")
 def frozenset_(vm: VM) -> None:
-    vm.push(frozenset(vm.pop_mark()))
+    items = vm.pop_mark()
+    vm.keys.check(items)
+    vm.stack.append(frozenset(items))
 
 
 # ---- memo ----------------------------------------------------------------------------------
 @op(b"g")
 def get(vm: VM) -> None:
-    vm.push(vm.memo_get(int(vm.line())))
+    vm.stack.append(vm.memo_get(int(vm.line())))
 
 
 @op(b"p")
@@ -261,7 +264,7 @@ def memoize(vm: VM) -> None:
 def global_(vm: VM) -> None:
     module = vm.line().decode("utf-8")
     name = vm.line().decode("utf-8")
-    vm.push(vm.find_global(module, name))
+    vm.stack.append(vm.find_global(module, name))
 
 
 @op(b"\x93")
@@ -269,19 +272,19 @@ def stack_global(vm: VM) -> None:
     name, module = vm.pop(), vm.pop()
     if type(name) is not str or type(module) is not str:
         raise _bad(vm, "STACK_GLOBAL needs two names")
-    vm.push(vm.find_global(module, name))
+    vm.stack.append(vm.find_global(module, name))
 
 
 @op(b"R")
 def reduce(vm: VM) -> None:
     args = vm.pop()
-    vm.push(vm.call(vm.pop(), args))
+    vm.stack.append(vm.call(vm.pop(), args))
 
 
 @op(b"\x81")
 def newobj(vm: VM) -> None:
     args = vm.pop()
-    vm.push(vm.call(vm.pop(), args))
+    vm.stack.append(vm.call(vm.pop(), args))
 
 
 @op(b"\x92")
@@ -289,7 +292,7 @@ def newobj_ex(vm: VM) -> None:
     kwargs, args = vm.pop(), vm.pop()
     if not isinstance(kwargs, dict) or not all(type(k) is str for k in kwargs):
         raise _bad(vm, "NEWOBJ_EX keyword arguments are not a dict")
-    vm.push(vm.call(vm.pop(), args, kwargs))
+    vm.stack.append(vm.call(vm.pop(), args, kwargs))
 
 
 @op(b"b")
@@ -306,7 +309,7 @@ def inst(vm: VM) -> None:
     target = vm.find_global(module, name)
     qualname = getattr(target, "qualname", f"{module}.{name}")
     vm.add_finding(opcode_finding("INST", vm.where, f"'{qualname}'"))
-    vm.push(Opaque(qualname, args))
+    vm.stack.append(Opaque(qualname, args))
 
 
 @op(b"o")
@@ -316,12 +319,12 @@ def obj(vm: VM) -> None:
         raise _bad(vm, "OBJ without a class")
     qualname = getattr(items[0], "qualname", None) or type(items[0]).__name__
     vm.add_finding(opcode_finding("OBJ", vm.where, f"'{qualname}'"))
-    vm.push(Opaque(qualname, tuple(items[1:])))
+    vm.stack.append(Opaque(qualname, tuple(items[1:])))
 
 
 def _ext(vm: VM, code: int, name: str) -> None:
     vm.add_finding(opcode_finding(name, vm.where, f"extension code {code}"))
-    vm.push(Opaque(f"copyreg.extension.{code}"))
+    vm.stack.append(Opaque(f"copyreg.extension.{code}"))
 
 
 @op(b"\x82")
@@ -353,7 +356,7 @@ def _persistent(vm: VM, pid: Any) -> None:
     if vm.persistent_load is None:
         raise CorruptFile("The file refers to data stored outside its pickle, which is not "
                           "expected here.", f"{vm.where}: persistent id at byte {vm.op_pos}")
-    vm.push(vm.persistent_load(pid))
+    vm.stack.append(vm.persistent_load(pid))
 
 
 # ---- table-driven opcodes: constants, fixed-size numbers, length-prefixed strings ---------------
@@ -378,14 +381,14 @@ _SIZED: dict[bytes, tuple[str, int, Callable[[bytes], Any] | None]] = {
 
 def _register_tables() -> None:
     for code, make in _CONSTANTS.items():
-        DISPATCH[code[0]] = lambda vm, make=make: vm.push(make())
+        DISPATCH[code[0]] = lambda vm, make=make: vm.stack.append(make())
     for code, (fmt, size) in _NUMBERS.items():
-        DISPATCH[code[0]] = lambda vm, fmt=fmt, size=size: vm.push(vm.unpack(fmt, size))
+        DISPATCH[code[0]] = lambda vm, fmt=fmt, size=size: vm.stack.append(vm.unpack(fmt, size))
     for code, (fmt, size) in _MEMO_GETS.items():
-        DISPATCH[code[0]] = lambda vm, fmt=fmt, size=size: vm.push(
+        DISPATCH[code[0]] = lambda vm, fmt=fmt, size=size: vm.stack.append(
             vm.memo_get(vm.unpack(fmt, size)))
     for code, (fmt, size, convert) in _SIZED.items():
-        DISPATCH[code[0]] = lambda vm, fmt=fmt, size=size, convert=convert: vm.push(
+        DISPATCH[code[0]] = lambda vm, fmt=fmt, size=size, convert=convert: vm.stack.append(
             (convert or vm.decode)(_sized(vm, fmt, size)))
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from core.dtypes import ITEMSIZE, STORAGE_CLASS
 from core.errors import CorruptFile
+from core.formats.pickle_checks import check_keys
 from core.model import Storage, TensorInfo
 
 MALFORMED = "The file's internal data is malformed; the file is damaged or not a real checkpoint."
@@ -50,6 +51,19 @@ class PickledOrderedDict(OrderedDict):
         self.attrs: dict[Any, Any] = {}
 
 
+def brief(value: Any) -> str:
+    """A short description of a value from the file for error details; never recurses deeply."""
+    if type(value) is int and value.bit_length() > 64:
+        return "a very large integer"
+    if isinstance(value, (str, bytes, int, float, bool, type(None))):
+        return repr(value)[:100]
+    if isinstance(value, (tuple, list)) and len(value) <= 8 and all(
+            isinstance(v, (str, bytes, float, bool, type(None))) or type(v) is int
+            and v.bit_length() <= 64 for v in value):
+        return repr(value)[:200]
+    return f"a {type(value).__name__}"
+
+
 def resolve_global(qualname: str) -> Any | None:
     """The inert marker for an allowlisted global, or None when the global is not allowed."""
     module, _, name = qualname.rpartition(".")
@@ -72,7 +86,7 @@ def tensor_info(storage: Any, offset: Any, size: Any, stride: Any, dtype: str | 
     dtype = dtype or storage.dtype
     shape, strides = _dims(size, "size"), _dims(stride, "stride")
     if len(strides) != len(shape) or not _is_count(offset):
-        raise CorruptFile(_BAD_TENSOR, f"size {shape}, stride {strides}, offset {offset!r}")
+        raise CorruptFile(_BAD_TENSOR, f"size {shape}, stride {strides}, offset {brief(offset)}")
     info = TensorInfo("", shape, dtype, storage, offset, strides,
                       requires_grad=requires_grad is True)
     if info.numel:
@@ -86,7 +100,7 @@ def tensor_info(storage: Any, offset: Any, size: Any, stride: Any, dtype: str | 
 
 def _dims(value: Any, what: str) -> tuple[int, ...]:
     if not isinstance(value, (tuple, list)) or not all(_is_count(v) for v in value):
-        raise CorruptFile(_BAD_TENSOR, f"tensor {what} is {value!r:.200}")
+        raise CorruptFile(_BAD_TENSOR, f"tensor {what} is {brief(value)}")
     return tuple(value)
 
 
@@ -96,7 +110,7 @@ def _is_count(value: Any) -> bool:
 
 def _dtype(value: Any) -> str:
     if not isinstance(value, DType) or value.name not in ITEMSIZE:
-        raise CorruptFile(_BAD_TENSOR, f"dtype is {value!r:.200}")
+        raise CorruptFile(_BAD_TENSOR, f"dtype is {brief(value)}")
     return value.name
 
 
@@ -143,11 +157,13 @@ def _size(*args: Any) -> tuple[int, ...]:
 
 def _device(kind: Any, index: Any = None) -> str:
     if not isinstance(kind, str) or not (index is None or type(index) is int):
-        raise CorruptFile("A device name in the file is malformed.", f"{kind!r:.100}, {index!r}")
+        raise CorruptFile("A device name in the file is malformed.", f"{brief(kind)}, {brief(index)}")
     return kind if index is None else f"{kind}:{index}"
 
 
 def _ordered_dict(items: Any = ()) -> PickledOrderedDict:
+    if isinstance(items, (list, tuple)):
+        check_keys(pair[0] for pair in items if isinstance(pair, (list, tuple)) and pair)
     return PickledOrderedDict(items)
 
 
@@ -166,6 +182,7 @@ def _frozenset(items: Any = ()) -> frozenset[Any]:
 def _iterable(items: Any) -> Any:
     if not isinstance(items, (list, tuple, set, frozenset)):
         raise CorruptFile("A set in the file is malformed.", type(items).__name__)
+    check_keys(items)
     return items
 
 
@@ -194,7 +211,7 @@ def _encode(text: Any, encoding: Any = "utf-8", errors: Any = "strict") -> bytes
     codec = str(encoding).lower().replace("_", "-")
     if not isinstance(text, str) or codec not in ("latin1", "latin-1", "iso-8859-1", "utf-8",
                                                    "utf8", "ascii"):
-        raise CorruptFile("A byte string in the file is malformed.", f"encoding {encoding!r:.50}")
+        raise CorruptFile("A byte string in the file is malformed.", f"encoding {brief(encoding)}")
     return text.encode(codec, "strict")
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import CheckpointError, CorruptFile
-from core.formats.pickle_checks import check_tree
+from core.formats.pickle_checks import KeyChecker, check_tree
 from core.formats.pickle_opcodes import DISPATCH
 from core.formats.pickle_ops import (
     HANDLERS,
@@ -27,6 +27,7 @@ from core.formats.pickle_ops import (
     PickledOrderedDict,
     Ref,
     StorageType,
+    brief,
     resolve_global,
 )
 from core.model import Finding, Opaque, TensorInfo
@@ -50,6 +51,7 @@ class Limits:
     max_long_bytes: int = 4096  # LONG4 / text LONG size
     max_depth: int = 200  # nesting of the built value (checked without recursion)
     max_nodes: int = 50_000_000  # size of the built value counting shared parts each time
+    max_work: int = 200_000_000  # items copied or hashed again (memo reuse must not amplify)
 
 
 LIMITS = Limits()
@@ -89,7 +91,7 @@ def load(
     except CheckpointError:
         raise
     except (IndexError, KeyError, TypeError, ValueError, AttributeError, struct.error,
-            UnicodeError, OverflowError) as exc:
+            UnicodeError, OverflowError, RecursionError, MemoryError) as exc:
         raise CorruptFile("The file's data could not be read; it is damaged or not a real "
                           "checkpoint.", f"{where} at byte {vm.op_pos}: {type(exc).__name__}: "
                           f"{exc}") from None
@@ -105,6 +107,9 @@ def is_pickle_start(head: bytes) -> bool:
 
 _OPENERS = {b"(", b"]", b"}", b")", b"L", b"I", b"J", b"K", b"M", b"N", b"c", b"X", b"U", b"S",
             b"V", b"F", b"G", b"T"}
+
+
+_SIZED = (list, tuple, dict, set, frozenset, str, bytes, bytearray)
 
 
 class _Stop(Exception):
@@ -124,25 +129,27 @@ class _Machine:
         self.memo: dict[int, Any] = {}
         self.findings: dict[tuple[str, str], Finding] = {}
         self.proto = 0
+        self.work = 0
+        self.keys = KeyChecker(self.charge)
 
     # ---- reading -------------------------------------------------------------------------
     def run(self) -> Any:
-        data, limits, end = self.data, self.limits, len(self.data)
-        for _ in range(limits.max_ops):
-            if self.pos >= end:
+        data, end, dispatch = self.data, len(self.data), DISPATCH
+        max_stack = self.limits.max_stack
+        for _ in range(self.limits.max_ops):
+            pos = self.pos
+            if pos >= end:
                 raise _truncated(self.where)
-            self.op_pos = self.pos
-            op = data[self.pos]
-            self.pos += 1
-            handler = DISPATCH.get(op)
+            self.op_pos, self.pos = pos, pos + 1
+            handler = dispatch.get(data[pos])
             if handler is None:
                 raise CorruptFile(MALFORMED,
-                                  f"{self.where}: unknown opcode {op:#04x} at byte {self.op_pos}")
+                                  f"{self.where}: unknown opcode {data[pos]:#04x} at byte {pos}")
             try:
                 handler(self)
             except _Stop:
                 return self.stack.pop() if self.stack else self._underflow()
-            if len(self.stack) > limits.max_stack:
+            if len(self.stack) > max_stack:
                 raise _too_big(self.where, "stack")
         raise _too_big(self.where, "instruction count")
 
@@ -208,6 +215,12 @@ class _Machine:
         raise CorruptFile(MALFORMED,
                           f"{self.where}: stack underflow at byte {self.op_pos}")
 
+    def charge(self, units: int) -> None:
+        """Count work that is not one-per-opcode (copies of shared values, key hashing)."""
+        self.work += units
+        if self.work > self.limits.max_work:
+            raise _too_big(self.where, "work")
+
     # ---- text ------------------------------------------------------------------------------
     def decode(self, raw: bytes | memoryview) -> str | bytes:
         """A protocol-0..2 byte string, as torch.load decodes it (utf-8 by default)."""
@@ -253,10 +266,11 @@ class _Machine:
                 return self._rebuild_from_type(*args)
             handler = self.handlers.get(func.qualname) or HANDLERS.get(func.qualname)
             if handler is not None:
+                self.charge(1 + sum(len(a) for a in args if isinstance(a, _SIZED)))
                 return handler(*args, **(kwargs or {}))
         name = getattr(func, "qualname", None) or getattr(func, "name", type(func).__name__)
         raise CorruptFile("The file asks to build an object from something that cannot build "
-                          "one; it is damaged.", f"{self.where}: call of {name!r:.100}")
+                          "one; it is damaged.", f"{self.where}: call of {brief(name)}")
 
     def _rebuild_from_type(self, func: Any, new_type: Any, args: Any, state: Any) -> Any:
         result = self.call(func, args)
@@ -291,6 +305,7 @@ class _Machine:
                               f"{self.where}: odd SETITEMS at byte {self.op_pos}")
         pairs = zip(items[::2], items[1::2], strict=True)
         if isinstance(target, dict):
+            self.keys.check(items[::2])
             for key, value in pairs:
                 target[key] = value
         elif isinstance(target, Opaque):

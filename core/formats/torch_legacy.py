@@ -18,6 +18,7 @@ from typing import Any
 from core.dtypes import itemsize
 from core.errors import CorruptFile, UnsupportedFormat
 from core.formats import pickle_vm
+from core.formats.pickle_ops import brief
 from core.formats.pickle_vm import Limits, PickleResult, StorageType
 from core.model import Checkpoint, Storage
 
@@ -67,7 +68,7 @@ def _load(path: Path, data: memoryview) -> tuple[Any, list, dict]:
     version = pickle_vm.load(data, where="protocol version", start=magic.end)
     if version.value != PROTOCOL_VERSION:
         raise CorruptFile("This PyTorch file uses an unknown legacy version.",
-                          f"protocol version {version.value!r:.100}")
+                          f"protocol version {brief(version.value)}")
     sys_info = pickle_vm.load(data, where="system info", start=version.end)
     byteorder = "big" if _get(sys_info.value, "little_endian") is False else "little"
     storages = _Storages(path, byteorder)
@@ -133,26 +134,27 @@ def _set_offset(storage: Storage, offset: int) -> None:
 def _parse_id(pid: Any) -> Any:
     """('storage', type, key, location, numel, view) -> tuple; ('module', cls, ...) -> cls."""
     if not isinstance(pid, tuple) or not pid:
-        raise CorruptFile(_BAD_ID, f"persistent id {pid!r:.200}")
+        raise CorruptFile(_BAD_ID, f"persistent id {brief(pid)}")
     kind = pid[0].decode("ascii", "replace") if isinstance(pid[0], bytes) else pid[0]
     if kind == "module" and len(pid) == 4:
         return pid[1]  # the container class, an Opaque with its own finding
     if kind != "storage" or len(pid) != 6:
-        raise CorruptFile(_BAD_ID, f"persistent id {pid!r:.200}")
+        raise CorruptFile(_BAD_ID, f"persistent id {brief(pid)}")
     _, storage_type, key, location, numel, view = pid
-    if not isinstance(storage_type, StorageType) or type(numel) is not int or numel < 0:
-        raise CorruptFile(_BAD_ID, f"storage {storage_type!r:.100} of {numel!r:.100}")
+    if not isinstance(storage_type, StorageType) or type(numel) is not int or numel < 0 \
+            or type(key) not in (str, int) or not isinstance(location, (str, bytes)):
+        raise CorruptFile(_BAD_ID, f"storage {brief(storage_type)} of {brief(numel)}")
     if view is not None and not (isinstance(view, tuple) and len(view) == 3):
-        raise CorruptFile(_BAD_ID, f"storage view {view!r:.100}")
+        raise CorruptFile(_BAD_ID, f"storage view {brief(view)}")
     location = location.decode("ascii", "replace") if isinstance(location, bytes) else location
-    return str(key), storage_type.dtype, numel, str(location), view
+    return str(key), storage_type.dtype, numel, location, view
 
 
 def _view_range(view: tuple[Any, Any, Any], root_numel: int) -> tuple[int, int]:
     _, offset, count = view
     if type(offset) is not int or type(count) is not int or offset < 0 or count < 0 \
             or offset + count > root_numel:
-        raise CorruptFile(_BAD_ID, f"storage view {view!r:.100} of {root_numel} elements")
+        raise CorruptFile(_BAD_ID, f"storage view {brief(view)} of {root_numel} elements")
     return offset, count
 
 
@@ -164,6 +166,9 @@ def _storage_offsets(data: memoryview, keys: PickleResult, roots: dict[str, Stor
                           type(keys.value).__name__)
     pos, out = keys.end, {}
     for raw_key in keys.value:
+        if type(raw_key) not in (str, int):
+            raise CorruptFile("The file is damaged: its list of stored tensors is malformed.",
+                              brief(raw_key))
         key = str(raw_key)
         if key not in roots:
             raise CorruptFile("The file is damaged: it stores data for a tensor it never uses.",

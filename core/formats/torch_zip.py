@@ -12,8 +12,16 @@ from typing import Any
 from core.dtypes import itemsize
 from core.errors import CorruptFile
 from core.formats import pickle_vm
+from core.formats.pickle_ops import brief
 from core.formats.pickle_vm import StorageType
-from core.formats.zip_archive import ZipArchive, is_zip, open_archive
+from core.formats.zip_archive import (
+    ZipArchive,
+    first_entry_name,
+    is_zip,
+    open_archive,
+    read_byteorder,
+    read_version,
+)
 from core.model import Checkpoint, Storage
 
 FORMAT = "torch-zip"
@@ -27,7 +35,7 @@ def sniff(path: Path, head: bytes) -> bool:
     try:
         archive = open_archive(path)
     except CorruptFile:
-        return _first_entry(head).endswith("/data.pkl")  # a damaged checkpoint: open() explains
+        return first_entry_name(head).endswith("/data.pkl")  # a damaged checkpoint: open() explains
     names = archive.names()
     return (archive.has("data.pkl") and not archive.has("constants.pkl")
             and not archive.has("archive_format")
@@ -50,8 +58,8 @@ def load_tree(archive: ZipArchive, pickle_name: str = "data.pkl") -> tuple[Any, 
     if outside:
         raise CorruptFile("The file is damaged or incomplete: it has entries outside its "
                           "checkpoint folder.", f"{outside[0]!r} is not under {archive.folder}/")
-    version = _version(archive)
-    byteorder = _byteorder(archive)
+    version = read_version(archive)
+    byteorder = read_byteorder(archive)
     storages: dict[str, Storage] = {}
     devices: set[str] = set()
 
@@ -75,45 +83,19 @@ def load_tree(archive: ZipArchive, pickle_name: str = "data.pkl") -> tuple[Any, 
 def parse_storage_id(pid: Any) -> tuple[str, str, int, str]:
     """('storage', storage_type, key, location, numel) -> (key, dtype, numel, location)."""
     if not isinstance(pid, tuple) or len(pid) != 5 or _ascii(pid[0]) != "storage":
-        raise CorruptFile(_BAD_ID, f"persistent id {pid!r:.200}")
+        raise CorruptFile(_BAD_ID, f"persistent id {brief(pid)}")
     _, storage_type, key, location, numel = pid
     if not isinstance(storage_type, StorageType):
-        raise CorruptFile(_BAD_ID, f"storage type {storage_type!r:.100}")
+        raise CorruptFile(_BAD_ID, f"storage type {brief(storage_type)}")
     if type(key) not in (str, int) or type(numel) is not int or numel < 0:
-        raise CorruptFile(_BAD_ID, f"key {key!r:.100}, size {numel!r:.100}")
+        raise CorruptFile(_BAD_ID, f"key {brief(key)}, size {brief(numel)}")
     return str(key), storage_type.dtype, numel, _ascii(location)
 
 
 def _ascii(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("ascii", "replace")
-    return value if isinstance(value, str) else repr(value)[:100]
+    return value if isinstance(value, str) else brief(value)
 
 
-def _version(archive: ZipArchive) -> int:
-    name = ".data/version" if archive.has(".data/version") else "version"
-    if not archive.has(name):
-        raise CorruptFile("The file is damaged or incomplete: its version record is missing.",
-                          f"no {archive.folder}/version")
-    raw = archive.read(name, limit=64)
-    try:
-        return int(raw.decode("ascii").strip())
-    except ValueError:  # includes UnicodeDecodeError
-        raise CorruptFile("The file is damaged: its version record is not a number.",
-                          repr(raw)) from None
-
-
-def _byteorder(archive: ZipArchive) -> str:
-    if not archive.has("byteorder"):
-        return "little"  # torch's default for files without a byteorder mark
-    raw = archive.read("byteorder", limit=16)
-    if raw not in (b"little", b"big"):
-        raise CorruptFile("The file is damaged: it names an unknown byte order.", repr(raw))
-    return raw.decode()
-
-
-def _first_entry(head: bytes) -> str:
-    if len(head) < 30:
-        return ""
-    name_len = int.from_bytes(head[26:28], "little")
-    return head[30:30 + name_len].decode("utf-8", "replace").lower()
+# older names, still imported by torchscript.py / pt2.py

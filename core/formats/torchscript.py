@@ -18,10 +18,9 @@ from typing import Any
 from core.dtypes import itemsize
 from core.errors import CheckpointError, CorruptFile
 from core.formats import pickle_vm
-from core.formats.torch_zip import _byteorder as read_byteorder  # TODO: public in torch_zip
-from core.formats.torch_zip import _first_entry as first_entry  # TODO: move to zip_archive
 from core.formats.torch_zip import parse_storage_id
-from core.formats.zip_archive import ZipArchive, is_zip, open_archive
+from core.formats.zip_archive import ZipArchive, is_zip, open_archive, read_byteorder
+from core.formats.zip_archive import first_entry_name as first_entry
 from core.model import (
     BUFFER,
     PARAMETER,

@@ -12,6 +12,7 @@ Storage uses the encoding "zip-deflate", decoded on demand through `core.tensor_
 
 from __future__ import annotations
 
+import string
 import struct
 import zipfile
 import zlib
@@ -63,8 +64,8 @@ class ZipArchive:
         return [n[cut:] for n in self.records if n.startswith(self.folder + "/")]
 
     def get(self, name: str) -> Record | None:
-        """The record "<folder>/<name>" matched ignoring case (as torch does), or None."""
-        return self._by_lower.get(f"{self.folder}/{name}".lower())
+        """The record "<folder>/<name>" matched ignoring ASCII case (as torch does), or None."""
+        return self._by_lower.get(_fold(f"{self.folder}/{name}"))
 
     def has(self, name: str) -> bool:
         return self.get(name) is not None
@@ -143,34 +144,75 @@ def open_archive(path: Path) -> ZipArchive:
                           f"{concat} unexpected bytes before the archive")
     if not infos:
         raise CorruptFile(_DAMAGED.format("the archive is empty"))
-    folder, sep, _ = infos[0].filename.partition("/")
+    folder, sep, _ = infos[0].orig_filename.partition("/")
     if not sep:
         raise CorruptFile(_DAMAGED.format("its entries are not inside a folder"),
-                          f"first entry: {infos[0].filename!r}")
+                          f"first entry: {infos[0].orig_filename!r}")
     archive = ZipArchive(path, folder, {}, path.stat().st_size)
     for info in infos:
         _add_record(archive, info)
     return archive
 
 
+def read_version(archive: ZipArchive) -> int:
+    """The archive's format version (".data/version" or "version"), required as torch does."""
+    name = ".data/version" if archive.has(".data/version") else "version"
+    if not archive.has(name):
+        raise CorruptFile("The file is damaged or incomplete: its version record is missing.",
+                          f"no {archive.folder}/version")
+    raw = archive.read(name, limit=64)
+    try:
+        return int(raw.decode("ascii").strip())
+    except ValueError:  # includes UnicodeDecodeError
+        raise CorruptFile("The file is damaged: its version record is not a number.",
+                          repr(raw)) from None
+
+
+def read_byteorder(archive: ZipArchive) -> str:
+    """The byte order named by the "byteorder" record; little-endian when absent, as in torch."""
+    if not archive.has("byteorder"):
+        return "little"  # torch's default for files without a byteorder mark
+    raw = archive.read("byteorder", limit=16)
+    if raw not in (b"little", b"big"):
+        raise CorruptFile("The file is damaged: it names an unknown byte order.", repr(raw))
+    return raw.decode()
+
+
+def first_entry_name(head: bytes) -> str:
+    """The (lower-cased) name in the first local header, for sniffing damaged archives."""
+    if len(head) < 30:
+        return ""
+    name_len = int.from_bytes(head[26:28], "little")
+    return head[30:30 + name_len].decode("utf-8", "replace").lower()
+
+
 def _add_record(archive: ZipArchive, info: zipfile.ZipInfo) -> None:
+    name = info.orig_filename  # as stored: zipfile's .filename cuts at NUL and rewrites "\\"
     if info.flag_bits & 0x1:
         raise CorruptFile("The file is encrypted; encrypted checkpoints cannot be opened.",
-                          info.filename)
+                          name)
     if info.compress_type not in (STORED, DEFLATED):
-        raise CorruptFile(_DAMAGED.format(f"the entry '{info.filename}' uses an unknown "
+        raise CorruptFile(_DAMAGED.format(f"the entry '{name}' uses an unknown "
                                           "compression"), f"method {info.compress_type}")
     if info.compress_type == STORED and info.compress_size != info.file_size:
-        raise CorruptFile(_DAMAGED.format(f"the entry '{info.filename}' has inconsistent sizes"),
+        raise CorruptFile(_DAMAGED.format(f"the entry '{name}' has inconsistent sizes"),
                           f"stored {info.compress_size} vs {info.file_size}")
-    lower = info.filename.lower()
+    lower = _fold(name)
     if lower in archive._by_lower:
         raise CorruptFile("The file contains two entries with the same name, so it is ambiguous "
-                          "which one would be loaded; it was not opened.", info.filename)
-    rec = Record(info.filename, info.header_offset, info.file_size, info.compress_size,
+                          "which one would be loaded; it was not opened.", name)
+    rec = Record(name, info.header_offset, info.file_size, info.compress_size,
                  info.compress_type)
-    archive.records[info.filename] = rec
+    archive.records[name] = rec
     archive._by_lower[lower] = rec
+
+
+def _fold(name: str) -> str:
+    """Lower-case ASCII letters only, as miniz compares names (Python's lower() folds more)."""
+    return name.translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
 def _prepended_bytes(zf: zipfile.ZipFile, path: Path) -> int:

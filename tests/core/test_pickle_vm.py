@@ -208,6 +208,33 @@ def test_exponential_sharing_is_refused() -> None:
         load(data + b".")
 
 
+@pytest.mark.parametrize("data", [
+    # a tuple nested a million levels deep used as a dict key / set item (hashing it would
+    # overflow the C stack), via SETITEM, ADDITEMS, FROZENSET and builtins.set
+    b"\x80\x02}K\x01" + b"\x85" * 1_000_000 + b"K\x02s.",
+    b"\x80\x04\x8f(K\x01" + b"\x85" * 1_000_000 + b"\x90.",
+    b"\x80\x04(K\x01" + b"\x85" * 1_000_000 + b"\x91.",
+    b"\x80\x02c__builtin__\nset\nK\x01" + b"\x85" * 1_000_000 + b"\x85\x85R.",
+    # ((t, t), (t, t)) ... : small in the file, 2**200 steps to hash
+    b"\x80\x02}K\x01q\x00" + b"0h\x00h\x00\x86q\x00" * 200 + b"K\x02s.",
+    # integer keys that all share one hash (quadratic dict insertion)
+    b"\x80\x02}(" + b"".join(_body(i * (2**61 - 1)) + b"N" for i in range(1, 50)) + b"u.",
+])
+def test_keys_that_are_dangerous_to_hash_are_refused(data: bytes) -> None:
+    start = time.perf_counter()
+    with pytest.raises(CorruptFile, match="keys too complex"):
+        load(data)
+    assert time.perf_counter() - start < 5
+
+
+def test_reusing_a_big_value_many_times_is_bounded() -> None:
+    # bytearray(<1 MB bytes>) 50 times over: 50 MB of copies from a 1 MB file
+    big = b"B" + struct.pack("<I", 1 << 20) + b"x" * (1 << 20) + b"q\x00"
+    call = b"cbuiltins\nbytearray\nq\x01" + b"0" + (b"h\x01h\x00\x85R0" * 50)
+    with pytest.raises(CorruptFile, match="too large"):
+        load(b"\x80\x03" + big + call + b"N.", limits=pickle_vm.Limits(max_work=10_000_000))
+
+
 def test_self_reference_is_replaced_by_a_marker() -> None:
     value: list = [1]
     value.append(value)
@@ -233,6 +260,24 @@ def test_is_pickle_start() -> None:
 def test_random_bytes_never_crash(data: bytes) -> None:
     with contextlib.suppress(CheckpointError):
         load(b"\x80\x02" + data)
+
+
+_PLAIN_DATA = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+    | st.binary(),
+    lambda inner: st.lists(inner, max_size=4) | st.tuples(inner, inner)
+    | st.dictionaries(st.text(max_size=5) | st.integers(-(2**60), 2**60), inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_PLAIN_DATA, st.integers(0, pickle.HIGHEST_PROTOCOL))
+def test_same_value_and_end_as_pickle(value: object, protocol: int) -> None:
+    data = pickle.dumps(value, protocol=protocol)
+    result = load(data + b"tail")
+    assert result.value == pickle.loads(data)
+    assert result.end == len(data)
 
 
 _SEED = pickle.dumps({**PLAIN, "l": [[1, [2, [3]]]]}, protocol=2)

@@ -148,6 +148,8 @@ def _broken(files, tmp_path: Path, case: str) -> Path:
         _rewrite(src, dst, lambda es: [(n, d) for n, d in es if not n.endswith("/version")])
     elif case == "short_storage":
         _rewrite(src, dst, lambda es: [(n, d[:-4] if n.endswith("data/0") else d) for n, d in es])
+    elif case == "kelvin":  # "K" (Kelvin sign) lower-cases to "k" in Python, not in torch
+        _rewrite(src, dst, lambda es: [(n.replace("data.pkl", "data.p\u212al"), d) for n, d in es])
     elif case == "no_folder":
         _rewrite(src, dst, lambda es: [(n.split("/", 1)[1], d) for n, d in es])
     else:
@@ -156,7 +158,7 @@ def _broken(files, tmp_path: Path, case: str) -> Path:
 
 
 @pytest.mark.parametrize("case", ["truncated", "prepended", "duplicate", "outside", "no_version",
-                                  "short_storage", "no_folder"])
+                                  "short_storage", "no_folder", "kelvin"])
 def test_damaged_archives_are_corrupt_file(files, tmp_path: Path, case: str) -> None:
     path = _broken(files, tmp_path, case)
     with pytest.raises(CorruptFile) as info:
