@@ -80,7 +80,7 @@ def print_scan(result: ScanResult, console: Console | None = None) -> None:
     allow = result.allow_line()
     if allow:
         console.print("If you trust where this file came from, these lines let torch load it:")
-        console.print(allow, markup=False, highlight=False)
+        console.print(allow, markup=False, highlight=False, soft_wrap=True)
     elif result.dangerous:
         console.print("[bold red]Do not load this file with torch.load(weights_only=False)[/]: "
                       "it asks to run commands on your computer.")
