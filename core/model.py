@@ -7,6 +7,8 @@ from math import prod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.dtypes import itemsize
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -67,8 +69,6 @@ class TensorInfo:
 
     @property
     def nbytes(self) -> int:
-        from core.dtypes import itemsize
-
         return self.numel * itemsize(self.dtype)
 
     @property

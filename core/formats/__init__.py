@@ -68,7 +68,7 @@ def _read_head(path: Path) -> bytes:
 
 def _describe_unknown(path: Path, head: bytes) -> str:
     kinds = [
-        (b"PK\x03\x04", "a ZIP archive that is not a PyTorch checkpoint"),
+        (b"PK\x03\x04", "a ZIP archive without PyTorch data in it"),
         (b"\x89PNG", "a PNG image"),
         (b"\xff\xd8\xff", "a JPEG image"),
         (b"%PDF", "a PDF document"),

@@ -1,0 +1,60 @@
+"""pytest-qt fixtures for the GUI: isolated QSettings, a main window, and a guard that fails any test
+leaving work running on the QThreadPool (as napari does)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QCoreApplication, QSettings, QThreadPool
+from pytestqt.qtbot import QtBot
+
+from gui.app import MainWindow
+from gui.views.inspect import InspectView
+
+GRACE_MS = 500  # a cancelled job may take a moment to notice the cancel token
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(qapp: object, tmp_path: Path) -> None:
+    """Every test gets its own empty QSettings, never the user's."""
+    QCoreApplication.setOrganizationName("Checkpoint Studio Tests")
+    QCoreApplication.setApplicationName("Checkpoint Studio Tests")
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
+
+
+@pytest.fixture(autouse=True)
+def _no_dangling_workers(qapp: object) -> Iterator[None]:
+    yield
+    pool = QThreadPool.globalInstance()
+    if pool.activeThreadCount() == 0 or pool.waitForDone(GRACE_MS):
+        return
+    running = pool.activeThreadCount()
+    pool.waitForDone(30_000)  # don't let the next test inherit it
+    pytest.fail(f"The test left {running} job(s) running on the QThreadPool; wait for them "
+                "(qtbot.waitSignal / waitUntil) or cancel them before the test ends.")
+
+
+@pytest.fixture()
+def window(qtbot: QtBot) -> MainWindow:
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.resize(1280, 800)
+    win.show()
+    return win
+
+
+def wait_done(qtbot: QtBot, view: InspectView, timeout: int = 20_000) -> InspectView:
+    """Wait until a view has finished opening (ready, error or cancelled)."""
+    qtbot.waitUntil(lambda: view.state in ("ready", "error", "cancelled"), timeout=timeout)
+    return view
+
+
+@pytest.fixture()
+def open_view(qtbot: QtBot, window: MainWindow) -> Callable[[Path], InspectView]:
+    def _open(path: Path) -> InspectView:
+        return wait_done(qtbot, window.open_path(path))
+
+    return _open
