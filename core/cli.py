@@ -34,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(run=_run_scan)
+
+    from core import cli_check, cli_convert, cli_diff, cli_export
+
+    for module in (cli_convert, cli_diff, cli_export, cli_check):
+        module.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,147 @@
+"""`ckpt-studio convert`: argparse setup and the run function (wired in by `core.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.errors import CheckpointError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from core.convert import BatchResult, ConvertOptions, ConvertResult
+
+EXIT_OK, EXIT_ERROR = 0, 2  # the values of core.cli's EXIT_OK / EXIT_ERROR
+TARGET_NAMES = ("safetensors", "safetensors-sharded", "pt")  # core.convert.TARGETS, imported lazily
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Add the `convert` subcommand to `build_parser`'s subparsers."""
+    p = sub.add_parser("convert", help="convert checkpoints (safetensors, sharded safetensors, .pt) "
+                       "with streaming, an atomic write and verification")
+    p.add_argument("files", nargs="+", metavar="FILE", help="checkpoint(s) to convert")
+    p.add_argument("--to", default="safetensors", choices=TARGET_NAMES, help="output format")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("-o", "--output", metavar="PATH",
+                     help="output file (a folder for safetensors-sharded); one input only")
+    out.add_argument("--out-dir", metavar="DIR", help="folder for the outputs (default: beside "
+                     "each input, named after it)")
+    p.add_argument("--section", metavar="NAME", help="section to write (model, ema, ...; default: "
+                   "the detected weights)")
+    p.add_argument("--keep-training", action="store_true", help="also write optimizer/scheduler "
+                   "and other sections' tensors (names prefixed by their key in the file)")
+    p.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], help="cast floating tensors; "
+                   "integer and bool tensors (num_batches_tracked) are kept as they are")
+    p.add_argument("--strip-prefix", action="append", default=[], metavar="PREFIX",
+                   help="remove this prefix from names, e.g. 'module.' (repeatable)")
+    p.add_argument("--add-prefix", default="", metavar="PREFIX", help="prepend this to every name")
+    p.add_argument("--rename", action="append", default=[], metavar="'REGEX=>REPLACEMENT'",
+                   help="rename with a regular expression (repeatable); refused if two names "
+                   "would collide")
+    p.add_argument("--keep", action="append", default=[], metavar="GLOB",
+                   help="write only tensors whose name in the source matches (repeatable)")
+    p.add_argument("--drop", action="append", default=[], metavar="GLOB",
+                   help="leave out tensors whose name in the source matches (repeatable)")
+    p.add_argument("--max-shard-size", metavar="SIZE", help="for safetensors-sharded: data per "
+                   "shard, e.g. 2GB, 500MB (default 5GB)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a summary")
+    p.set_defaults(run=run_convert)
+    return p
+
+
+def options_from(args: argparse.Namespace) -> ConvertOptions:
+    from core.convert import ConvertOptions
+
+    return ConvertOptions(
+        section=args.section, keep_training=args.keep_training, dtype=args.dtype,
+        strip_prefix=tuple(args.strip_prefix), add_prefix=args.add_prefix,
+        rename=tuple(args.rename), keep=tuple(args.keep), drop=tuple(args.drop))
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from core.convert import BatchResult, convert, convert_many, default_destination
+    from core.convert.safetensors_sharded import parse_size
+
+    if args.output and len(args.files) > 1:
+        raise CheckpointError("--output names one output; with several inputs use --out-dir.")
+    shard = parse_size(args.max_shard_size) if args.max_shard_size else None
+    common = {"overwrite": args.overwrite, "max_shard_size": shard}
+    with _progress(enabled=not args.json) as progress:
+        if len(args.files) == 1:
+            dest = args.output or default_destination(args.files[0], args.to, args.out_dir)
+            result = convert(args.files[0], dest, args.to, options_from(args), progress=progress,
+                             **common)
+            batch = BatchResult([result], [])
+        else:
+            batch = convert_many(args.files, args.out_dir, args.to, options_from(args),
+                                 progress=progress, **common)
+    _print(batch, args)
+    return EXIT_ERROR if batch.errors else EXIT_OK
+
+
+def _print(batch: BatchResult, args: argparse.Namespace) -> None:
+    if args.json:
+        from core.report import to_json
+
+        print(to_json(batch.results[0] if len(args.files) == 1 else batch))
+        return
+    for result in batch.results:
+        print(summary(result))
+    for error in batch.errors:
+        print(f"Error: {error['source']}: {error['message']}", file=sys.stderr)
+        if args.verbose and error.get("details"):
+            print(error["details"], file=sys.stderr)
+
+
+def summary(result: ConvertResult) -> str:
+    """A few plain lines about one conversion."""
+    from core.report import human_bytes
+
+    size = sum(o["size"] for o in result.outputs)
+    where = result.outputs[-1]["path"] if len(result.outputs) == 1 else \
+        f"{len(result.outputs) - 1} shards + index in {Path(result.outputs[0]['path']).parent}"
+    lines = [f"{result.source} -> {where} ({human_bytes(size)}, {result.seconds:.2f} s)",
+             f"  {result.tensors_written} tensors written, verified ({result.verification['method']})"]
+    if result.aliases:
+        lines.append(f"  {len(result.aliases)} tied tensor(s) written once: "
+                     + ", ".join(f"{a} = {t}" for a, t in list(result.aliases.items())[:3]))
+    if result.dtype_changes:
+        lines.append(f"  {len(result.dtype_changes)} tensor(s) cast")
+    if result.renamed:
+        lines.append(f"  {len(result.renamed)} tensor(s) renamed")
+    if result.dropped or result.dropped_sections:
+        parts = [f"{n} tensors of section '{s}'" for s, n in result.dropped_sections.items()]
+        parts += [f"{len(result.dropped)} tensor(s) by keep/drop rules"] if result.dropped else []
+        lines.append("  left out: " + ", ".join(parts))
+    lines += [f"  note: {note}" for note in result.notes]
+    return "\n".join(lines)
+
+
+class _progress:
+    """A rich progress bar on an interactive stderr; nothing otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.bar: Any = None
+        self.enabled = enabled and sys.stderr.isatty()
+
+    def __enter__(self) -> _progress | None:
+        if not self.enabled:
+            return None
+        from rich.progress import Progress
+
+        self.bar = Progress(transient=True)
+        self.bar.start()
+        self.task = self.bar.add_task("converting", total=1)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def update(self, done: int, total: int, text: str = "") -> None:
+        self.bar.update(self.task, completed=done, total=total, description=text[:40])
+
+    def cancelled(self) -> bool:
+        return False  # Ctrl-C raises KeyboardInterrupt; the write cleans up on any exception

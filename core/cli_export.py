@@ -1,0 +1,167 @@
+"""`ckpt-studio export`: argparse setup and the run function (wired in by `core.cli`).
+
+    ckpt-studio export CKPT --arch SRC [--arch-kwargs JSON] [--input SPEC] --to onnx,torchscript,pt2
+                       [--opset N] [--quantize dynamic-int8] --out-dir DIR [--trust] [--json]
+
+Without --arch, CKPT itself must be a TorchScript file, a .pt2 program or a pickled model (--trust).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.errors import ExportError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from core.arch import LoadReport
+    from core.export import ExportResult
+
+EXIT_OK, EXIT_ERROR = 0, 2  # the values of core.cli's EXIT_OK / EXIT_ERROR
+TARGET_NAMES = ("onnx", "torchscript", "pt2")  # core.export.TARGETS, imported lazily
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Add the `export` subcommand to `build_parser`'s subparsers."""
+    p = sub.add_parser("export", help="export a checkpoint with its architecture to ONNX, "
+                       "TorchScript or .pt2, each verified against the model")
+    p.add_argument("checkpoint", metavar="CKPT", help="the weights (any format `inspect` reads)")
+    p.add_argument("--arch", metavar="SRC", help="the architecture: package.module:callable, "
+                   "file.py:callable, a Hugging Face model folder, or a TorchScript/.pt2/pickled "
+                   "model file (needs --trust); default: CKPT itself is such a file")
+    p.add_argument("--arch-kwargs", metavar="JSON", help="keyword arguments for the callable, "
+                   "e.g. '{\"channels\": 8}'")
+    p.add_argument("--arch-path", metavar="DIR", default=".", help="folder searched for the "
+                   "--arch module after installed packages (default: the current folder)")
+    p.add_argument("--trust", action="store_true", help="allow loading TorchScript, .pt2 or "
+                   "pickled model files, which runs code stored in them")
+    p.add_argument("--input", metavar="SPEC", help="inputs, e.g. 'x: float32[batch(1..64), 3, "
+                   "224, 224]; mask: bool[batch, 16]' (default: guessed from the first layer)")
+    p.add_argument("--to", default="onnx", metavar="TARGETS",
+                   help=f"comma-separated targets: {','.join(TARGET_NAMES)} (default onnx)")
+    p.add_argument("--out-dir", required=True, metavar="DIR", help="folder for the outputs")
+    p.add_argument("--name", metavar="NAME", help="output file name stem (default: CKPT's)")
+    p.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default: the exporter's)")
+    p.add_argument("--onnx-exporter", choices=["auto", "dynamo", "legacy"], default="auto",
+                   help="auto: torch.export-based, the legacy exporter if that fails")
+    p.add_argument("--optimize", action="store_true", help="save the ONNX graph as optimised by "
+                   "onnxruntime (basic, portable level)")
+    p.add_argument("--torchscript", choices=["trace", "script"], default="trace",
+                   help="how to make TorchScript (default trace)")
+    p.add_argument("--quantize", choices=["dynamic-int8"], help="also write int8 TorchScript/ONNX "
+                   "artefacts (Linear/LSTM weights in int8)")
+    p.add_argument("--section", metavar="NAME", help="weights section to load (model, ema, ...)")
+    p.add_argument("--non-strict", action="store_true", help="export even when some weights are "
+                   "missing, unexpected or mis-shaped")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a summary")
+    p.set_defaults(run=run_export)
+    return p
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from core.export import ExportOptions, export
+    from core.inputs import format_specs, infer_spec, parse_specs
+
+    model, report = _model(args)
+    specs = parse_specs(args.input) if args.input else infer_spec(model)
+    options = ExportOptions(
+        name=args.name or Path(args.checkpoint).name.split(".")[0] or "model", opset=args.opset,
+        onnx_exporter=args.onnx_exporter, ort_optimize=args.optimize,
+        torchscript_mode=args.torchscript, quantize=args.quantize, overwrite=args.overwrite,
+        keep_going=True, protect=(Path(args.checkpoint),))
+    targets = [t.strip() for t in args.to.split(",") if t.strip()]
+    with _Bar(enabled=not args.json) as progress:
+        results = export(model, specs, targets, args.out_dir, options, progress)
+    if args.json:
+        print(json.dumps({"checkpoint": args.checkpoint, "arch": args.arch or args.checkpoint,
+                          "weights": report.to_dict() if report else None,
+                          "inputs": format_specs(specs),
+                          "results": [r.to_dict() for r in results]}, indent=2, default=str))
+    else:
+        print(summary(results, report, format_specs(specs), args.verbose))
+    return EXIT_OK if all(r.ok for r in results) else EXIT_ERROR
+
+
+def _model(args: argparse.Namespace) -> tuple[Any, LoadReport | None]:
+    from core.arch import load_architecture, load_program, load_weights
+    from core.formats import open_checkpoint
+
+    if not args.arch:
+        return load_program(Path(args.checkpoint), trust=args.trust), None
+    kwargs = _kwargs(args.arch_kwargs)
+    checkpoint = open_checkpoint(args.checkpoint)
+    model = load_architecture(args.arch, kwargs, trust=args.trust, search_path=args.arch_path)
+    report = load_weights(model, checkpoint, section=args.section)
+    if not report.ok and not args.non_strict:
+        raise report.error()
+    return model, report
+
+
+def _kwargs(text: str | None) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ExportError("--arch-kwargs is not valid JSON; write it like '{\"channels\": 8}'.",
+                          str(exc)) from None
+    if not isinstance(value, dict):
+        raise ExportError("--arch-kwargs must be a JSON object, like '{\"channels\": 8}'.")
+    return value
+
+
+def summary(results: list[ExportResult], report: LoadReport | None, inputs: str,
+            verbose: bool = False) -> str:
+    """A few plain lines per artefact."""
+    from core.report import human_bytes
+
+    lines = []
+    if report is not None:
+        lines.append("weights: " + report.summary().replace("\n", "\n  "))
+    lines.append(f"inputs: {inputs}")
+    for r in results:
+        label = r.target + (f" ({r.quantized})" if r.quantized else "")
+        if not r.ok and r.error:
+            lines.append(f"{label}: FAILED - {r.error['message']}")
+            if verbose and r.error.get("details"):
+                lines.append("  " + str(r.error["details"]).replace("\n", "\n  "))
+            continue
+        how = r.exporter + (f", opset {r.opset}" if r.opset else "")
+        lines.append(f"{label}: {r.path} ({human_bytes(r.size)}, {how}, {r.seconds:.1f} s)")
+        lines.append(f"  max abs diff vs {r.reference}: {r.max_abs_diff:.3g}"
+                     + (f"; vs the float model: {r.quantization_error:.3g}"
+                        if r.quantization_error is not None else ""))
+        lines += [f"  warning: {w}" for w in r.warnings]
+    return "\n".join(lines)
+
+
+class _Bar:
+    """A rich progress bar on an interactive stderr; nothing otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.bar: Any = None
+        self.enabled = enabled and sys.stderr.isatty()
+
+    def __enter__(self) -> _Bar | None:
+        if not self.enabled:
+            return None
+        from rich.progress import Progress
+
+        self.bar = Progress(transient=True)
+        self.bar.start()
+        self.task = self.bar.add_task("exporting", total=1)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def update(self, done: int, total: int, text: str = "") -> None:
+        self.bar.update(self.task, completed=done, total=total, description=text[:40])
+
+    def cancelled(self) -> bool:
+        return False  # Ctrl-C raises KeyboardInterrupt; every target cleans up on any exception

@@ -1,0 +1,160 @@
+"""Streaming, atomic, verified checkpoint conversion.
+
+    result = convert("model.ckpt", "model.safetensors", "safetensors",
+                     ConvertOptions(dtype="bf16", strip_prefix=("model.",)), progress=recorder)
+
+A target is one module with `NAME`, `STREAMS` (it copies verbatim tensors through
+`stream.SourceReader`), `default_name(stem)` and `write(job, destination) -> outputs`, registered
+in `TARGETS`. Every target writes temp files beside the destination, verifies them with
+the real library and only then moves them into place (see `atomic.py`, `verify.py`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from core.convert import safetensors_sharded, safetensors_single, torch_pt
+from core.convert.hashing import SourceHasher
+from core.convert.job import Job
+from core.convert.stream import verbatim_ranges
+from core.convert.transforms import ConvertOptions, Plan, build_plan
+from core.convert.verify import METHOD
+from core.errors import Cancelled, CheckpointError
+from core.model import Checkpoint
+from core.progress import Progress
+
+__all__ = ["TARGETS", "BatchResult", "ConvertOptions", "ConvertResult", "convert", "convert_many",
+           "default_destination"]
+
+TARGETS: dict[str, ModuleType] = {
+    m.NAME: m for m in (safetensors_single, safetensors_sharded, torch_pt)
+}
+
+
+@dataclass
+class ConvertResult:
+    source: str
+    source_format: str
+    source_sha256: str
+    target: str
+    outputs: list[dict[str, Any]]  # {"path", "size"}
+    tensors_written: int  # distinct tensors (tied ones once)
+    bytes_written: int  # tensor data bytes
+    dtype_changes: dict[str, list[str]]  # name -> [from, to]
+    dropped: list[str]
+    dropped_sections: dict[str, int]
+    renamed: dict[str, str]
+    aliases: dict[str, str]  # alias -> written name
+    verification: dict[str, Any]
+    seconds: float
+    metadata: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class BatchResult:
+    results: list[ConvertResult]
+    errors: list[dict[str, str | None]]  # {"source", "message", "details"}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"results": [r.to_dict() for r in self.results], "errors": self.errors}
+
+
+def convert(source: str | os.PathLike[str] | Checkpoint, destination: str | os.PathLike[str],
+            target: str = "safetensors", options: ConvertOptions | None = None, *,
+            overwrite: bool = False, max_shard_size: int | None = None,
+            progress: Progress | None = None) -> ConvertResult:
+    """Convert one file; `destination` is a file (a folder for sharded output)."""
+    start = time.perf_counter_ns()
+    module = _target(target)
+    checkpoint = source if isinstance(source, Checkpoint) else _open(source)
+    options = options or ConvertOptions()
+    plan = build_plan(checkpoint, options)
+    ranges = verbatim_ranges(checkpoint.path, plan.items) if module.STREAMS else {}
+    hasher = SourceHasher(checkpoint.path, ranges)
+    job = Job(checkpoint, plan, options, hasher, overwrite=overwrite,
+              max_shard_size=max_shard_size, progress=progress)
+    try:
+        outputs = module.write(job, Path(destination))
+        digest = hasher.digest()
+    finally:
+        hasher.stop()
+    return _result(job, module.NAME, outputs, digest, start)
+
+
+def convert_many(sources: list[str | os.PathLike[str]], out_dir: str | os.PathLike[str] | None,
+                 target: str = "safetensors", options: ConvertOptions | None = None, *,
+                 overwrite: bool = False, max_shard_size: int | None = None,
+                 progress: Progress | None = None) -> BatchResult:
+    """Convert several files (drag-and-drop) into `out_dir`, or beside each one when it is None.
+
+    One result per file; a file that fails is listed in `errors` and the others still convert.
+    """
+    destinations = [default_destination(s, target, out_dir) for s in sources]
+    batch = BatchResult([], [])
+    for src, dest in zip(sources, destinations, strict=True):
+        try:
+            if destinations.count(dest) > 1:
+                raise CheckpointError(f"Several inputs would be written to '{dest.name}'; "
+                                      "convert them into separate folders.")
+            batch.results.append(convert(src, dest, target, options, overwrite=overwrite,
+                                         max_shard_size=max_shard_size, progress=progress))
+        except Cancelled:
+            raise
+        except CheckpointError as exc:
+            batch.errors.append({"source": str(src), "message": exc.message, "details": exc.details})
+    return batch
+
+
+def default_destination(source: str | os.PathLike[str], target: str,
+                        out_dir: str | os.PathLike[str] | None = None) -> Path:
+    """`DIR/<source stem><target suffix>`: model.ckpt -> model.safetensors; an index -> its stem."""
+    source = Path(source)
+    name = source.name
+    for ending in (".safetensors.index.json", ".index.json"):
+        if name.endswith(ending):
+            name = name[: -len(ending)]
+            break
+    else:
+        name = source.stem
+    folder = Path(out_dir) if out_dir is not None else source.parent
+    return folder / _target(target).default_name(name)
+
+
+def _target(name: str) -> ModuleType:
+    module = TARGETS.get(name)
+    if module is None:
+        raise CheckpointError(f"Unknown conversion target '{name}'; choose one of: "
+                              f"{', '.join(TARGETS)}.")
+    return module
+
+
+def _open(source: str | os.PathLike[str]) -> Checkpoint:
+    from core.formats import open_checkpoint
+
+    return open_checkpoint(source)
+
+
+def _result(job: Job, target: str, outputs: list[Path], digest: str, start: int) -> ConvertResult:
+    plan: Plan = job.plan
+    files = [{"path": str(p), "size": p.stat().st_size} for p in outputs]
+    verification = {"method": METHOD, "tensors": len(plan.items), "passed": True}
+    metadata = job.metadata(digest) if target != torch_pt.NAME else {}
+    if job.checkpoint.findings:
+        job.notes.append(f"The source references code ({len(job.checkpoint.findings)} finding(s), "
+                         "see `ckpt-studio scan`); none of it was run and only tensors were copied.")
+    return ConvertResult(
+        source=str(job.checkpoint.path), source_format=job.checkpoint.format,
+        source_sha256=digest, target=target, outputs=files, tensors_written=len(plan.items),
+        bytes_written=plan.nbytes, dtype_changes=plan.dtype_changes, dropped=plan.dropped,
+        dropped_sections=plan.dropped_sections, renamed=plan.renamed, aliases=plan.aliases,
+        verification=verification, seconds=(time.perf_counter_ns() - start) / 1e9,
+        metadata=metadata, notes=job.notes)

@@ -1,0 +1,138 @@
+"""Atomic output: temp files beside the destination, fsync, verify, os.replace, fsync the folder.
+
+    with Staging([final], overwrite=False, protect=[source]) as stage:
+        tmp = stage.temp(final)      # an empty file in final's folder
+        ...write tmp, stage.sync(tmp), verify tmp...
+    # leaving the block normally moves every temp onto its final path (in the order given);
+    # leaving it by any exception (Cancelled, disk full, a bug) deletes every temp.
+
+OSErrors raised inside the block come out as a CheckpointError with a plain sentence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+
+from core.errors import CheckpointError
+
+NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
+
+
+class Staging:
+    def __init__(self, finals: Iterable[Path], *, overwrite: bool, protect: Iterable[Path],
+                 create_dir: Path | None = None) -> None:
+        self.finals = [Path(p) for p in finals]
+        self.temps: dict[Path, Path] = {}
+        self.create_dir = create_dir  # a folder to make first (sharded output); removed on failure
+        self._made_dir = False
+        check_destinations(self.finals, overwrite=overwrite, protect=list(protect),
+                           folder=create_dir)
+
+    def __enter__(self) -> Staging:
+        if self.create_dir is not None and not self.create_dir.exists():
+            try:
+                self.create_dir.mkdir()
+            except OSError as exc:
+                raise write_error(exc, self.create_dir) from None
+            self._made_dir = True
+        return self
+
+    def temp(self, final: Path) -> Path:
+        try:
+            fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial",
+                                        dir=final.parent)
+        except OSError as exc:
+            raise write_error(exc, final) from None
+        os.close(fd)
+        self.temps[final] = Path(name)
+        return Path(name)
+
+    def sync(self, path: Path) -> None:
+        with open(path, "rb+") as f:
+            os.fsync(f.fileno())
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if kind is None:
+            try:
+                self._commit()
+                return
+            except OSError as error:
+                self._discard()
+                raise write_error(error, self.finals[0]) from None
+        self._discard()
+        if isinstance(exc, OSError):
+            raise write_error(exc, self.finals[0]) from None
+
+    def _commit(self) -> None:
+        for final in self.finals:
+            os.replace(self.temps.pop(final), final)
+        for folder in dict.fromkeys(p.parent for p in self.finals):
+            fsync_dir(folder)
+
+    def _discard(self) -> None:
+        for temp in self.temps.values():
+            with contextlib.suppress(OSError):
+                temp.unlink()
+        self.temps.clear()
+        if self._made_dir and self.create_dir is not None:
+            with contextlib.suppress(OSError):
+                self.create_dir.rmdir()
+
+
+def check_destinations(finals: list[Path], *, overwrite: bool, protect: list[Path],
+                       folder: Path | None = None) -> None:
+    """Refuse writing onto a source, over an existing file (unless asked), or into no folder."""
+    if folder is not None and folder.exists() and not folder.is_dir():
+        raise CheckpointError(f"'{folder}' is a file, not a folder; choose a folder for the shards.")
+    for final in finals:
+        if any(_same_file(final, src) for src in protect):
+            raise CheckpointError(f"'{final.name}' is the file being converted; choose another "
+                                  "output name (the source is never overwritten).")
+        if final.is_dir():
+            raise CheckpointError(f"'{final}' is a folder; choose a file name for the output.")
+        if final.exists() and not overwrite:
+            raise CheckpointError(f"'{final}' already exists. Choose another name, or allow "
+                                  "overwriting it (--overwrite).")
+        parent = folder.parent if folder is not None and final.parent == folder else final.parent
+        if not parent.is_dir():
+            raise CheckpointError(f"The folder '{parent}' does not exist; create it first or "
+                                  "choose another output folder.")
+
+
+def write_error(exc: OSError, path: Path) -> CheckpointError:
+    """One plain sentence for an OSError met while writing `path`."""
+    if exc.errno in NO_SPACE:
+        return CheckpointError(f"The disk is full: there is not enough free space to write "
+                               f"'{path.name}'. Nothing was written; free some space or choose "
+                               "another folder.", str(exc))
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return CheckpointError(f"Checkpoint Studio may not write to '{path.parent}' (permission "
+                               "denied or read-only). Nothing was written; choose another "
+                               "folder.", str(exc))
+    return CheckpointError(f"Writing '{path.name}' failed ({exc.strerror or exc}). Nothing was "
+                           "written.", str(exc))
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename durable (POSIX); folders cannot be opened for fsync on Windows."""
+    if os.name == "nt":  # pragma: no cover
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False

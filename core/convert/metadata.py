@@ -1,0 +1,61 @@
+"""The `__metadata__` a converted safetensors file carries, and the source file's sha256.
+
+Keys written: `format` ("pt"), the source's non-tensor values (epoch, versions, hyper-parameters)
+as strings (JSON for anything that is not already text), `checkpoint_studio` (a JSON record: app
+version, source name/format/sha256, transforms) and, when tied tensors were written once,
+`checkpoint_studio.aliases` (JSON {alias: written name}; `transforms.restore_aliases` reads it back).
+
+The source sha256 is computed in a background thread while the tensors stream (see hashing.py);
+writers put the hasher's placeholder in the header and patch the real digest in before the file
+is moved into place. For a sharded source the digest is of its index file.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from core import __version__
+from core.convert.transforms import ALIASES_KEY, ConvertOptions, Plan
+from core.model import Checkpoint
+
+RECORD_KEY = "checkpoint_studio"
+MAX_VALUE_CHARS = 65_536
+_SKIP = {"format", "total_size", "shards", RECORD_KEY, ALIASES_KEY}
+
+
+def build_metadata(checkpoint: Checkpoint, plan: Plan, options: ConvertOptions,
+                   sha256: str) -> dict[str, str]:
+    """The string-only metadata for the output (`sha256` may be a placeholder to patch later)."""
+    out: dict[str, str] = {"format": "pt"}
+    for key, value in source_values(checkpoint, plan).items():
+        out.setdefault(key, _text(value))
+    if plan.aliases:
+        out[ALIASES_KEY] = json.dumps(plan.aliases, sort_keys=True)
+    out[RECORD_KEY] = json.dumps(record(checkpoint, options, sha256))
+    return out
+
+
+def record(checkpoint: Checkpoint, options: ConvertOptions, sha256: str) -> dict[str, Any]:
+    return {"version": __version__, "source": checkpoint.path.name,
+            "source_format": checkpoint.format, "source_sha256": sha256,
+            "transforms": options.describe()}
+
+
+def source_values(checkpoint: Checkpoint, plan: Plan) -> dict[str, Any]:
+    """Non-tensor values of the written sections and of the 'training' section, then file metadata."""
+    values: dict[str, Any] = {}
+    for name in [*plan.sections, "training"]:
+        section = checkpoint.sections.get(name)
+        for key, value in (section.values.items() if section else ()):
+            values.setdefault(key, value)
+    if checkpoint.format.startswith("safetensors"):
+        for key, value in checkpoint.metadata.items():
+            if key not in _SKIP:
+                values.setdefault(key, value)
+    return values
+
+
+def _text(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str, sort_keys=True)
+    return text if len(text) <= MAX_VALUE_CHARS else text[:MAX_VALUE_CHARS] + "…"

@@ -1,0 +1,238 @@
+"""Each tensor's output bytes, streamed with memory bounded by the chunk size.
+
+Three paths, cheapest first:
+- verbatim: a contiguous little-endian tensor stored as plain bytes in the source file itself, no
+  cast -> the kernel copies the byte range (`os.copy_file_range`; else reads and writes through
+  one reused buffer); the source hasher checksums the range in its own pass;
+- raw: the same from another file (a shard) -> read into one reused buffer, checksum, write;
+- chunked cast: the same layouts but cast to another float type -> torch casts one chunk at a time;
+- tensor: anything else (views, big-endian, compressed records) -> `read_tensor`, cast,
+  `.contiguous()`, then sliced; memory is one tensor.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from core.convert.transforms import Item
+from core.dtypes import itemsize
+from core.errors import CorruptFile
+from core.model import TensorInfo
+from core.progress import Progress, step
+
+CHUNK = 16 << 20  # ~10-50 ms of disk work: cancel stays responsive, memory stays flat
+_NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF,
+                   errno.EPERM, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)}
+
+
+class Meter:
+    """Counts bytes done over a total and reports them through the progress contract."""
+
+    def __init__(self, progress: Progress | None, total: int) -> None:
+        self.progress, self.total, self.done = progress, max(total, 1), 0
+
+    def add(self, nbytes: int, text: str) -> None:
+        """Count `nbytes` more and report; raises `Cancelled` when the user asked to stop."""
+        self.done += nbytes
+        step(self.progress, min(self.done, self.total), self.total, text)
+
+
+class SourceReader:
+    """Keeps source files open; writes each item's output bytes into the output file.
+
+    Items named in `verbatim` are checksummed by the source hasher (hashing.py), so their bytes
+    are copied by the kernel without passing through this process.
+    """
+
+    def __init__(self, verbatim: set[str] | frozenset[str] = frozenset(),
+                 chunk: int | None = None) -> None:
+        self.chunk = chunk or CHUNK
+        self.verbatim = verbatim
+        self._buf = bytearray(self.chunk)
+        self._files: dict[Path, IO[bytes]] = {}
+        self.kernel_copy = hasattr(os, "copy_file_range")
+
+    def __enter__(self) -> SourceReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+
+    def write(self, item: Item, out: Any, pos: int, meter: Meter) -> int | None:
+        """Write `item`'s bytes into `out` at `pos`; their CRC-32, or None for verbatim items."""
+        text = f"writing {item.name}"
+        if item.name in self.verbatim:
+            self._copy(item.source, out, pos, meter, text)
+            return None
+        crc = 0
+        out.seek(pos)
+        for part in self.chunks(item):
+            write_all(out, part)
+            crc = zlib.crc32(part, crc)
+            meter.add(len(part), text)
+        if not item.nbytes:
+            meter.add(0, text)
+        return crc
+
+    def _copy(self, info: TensorInfo, out: Any, pos: int, meter: Meter, text: str) -> None:
+        assert info.storage is not None
+        path, start = info.storage.path, byte_start(info)
+        for off in range(0, info.nbytes, self.chunk):
+            n = min(self.chunk, info.nbytes - off)
+            done = self._kernel_copy(self._file(path), out, n, start + off, pos + off)
+            if done < n:  # no kernel copy here: through our buffer
+                out.seek(pos + off + done)
+                for part in self.read(path, start + off + done, n - done):
+                    write_all(out, part)
+            meter.add(n, text)
+
+    def _kernel_copy(self, src: IO[bytes], out: Any, n: int, src_at: int, out_at: int) -> int:
+        done = 0
+        while self.kernel_copy and done < n:
+            try:
+                got = copy_range(src.fileno(), out.fileno(), n - done, src_at + done, out_at + done)
+            except OSError as exc:
+                if exc.errno not in _NO_KERNEL_COPY:
+                    raise
+                self.kernel_copy = False  # another filesystem or OS: plain writes from now on
+                break
+            if got == 0:
+                raise CorruptFile("The file is shorter than its own index says; it is probably "
+                                  "truncated.", f"no bytes at {src_at + done}")
+            done += got
+        return done
+
+    def chunks(self, item: Item) -> Iterator[memoryview]:
+        info = item.source
+        if not is_raw_contiguous(info):
+            yield from _tensor_chunks(item, self.chunk)
+            return
+        assert info.storage is not None
+        start, path = byte_start(info), info.storage.path
+        if not item.cast:
+            yield from self.read(path, start, info.nbytes)
+            return
+        step_bytes = max(self.chunk // itemsize(info.dtype), 1) * itemsize(info.dtype)
+        for offset in range(0, info.nbytes, step_bytes):
+            for part in self.read(path, start + offset, min(step_bytes, info.nbytes - offset)):
+                yield _cast(part, info.dtype, item.dtype)
+
+    def read(self, path: Path, start: int, nbytes: int) -> Iterator[memoryview]:
+        """The bytes [start, start+nbytes) of `path` as views into one reused buffer."""
+        f = self._file(path)
+        f.seek(start)
+        view = memoryview(self._buf)
+        left = nbytes
+        while left > 0:
+            n = f.readinto(view[:min(left, len(view))])  # type: ignore[attr-defined]
+            if not n:
+                raise CorruptFile("The file is shorter than its own index says; it is probably "
+                                  "truncated.", f"{path}: {left} bytes missing at {f.tell()}")
+            left -= n
+            yield view[:n]
+
+    def _file(self, path: Path) -> IO[bytes]:
+        f = self._files.get(path)
+        if f is None:
+            f = self._files[path] = open(path, "rb", buffering=0)  # noqa: SIM115 - closed in __exit__
+        return f
+
+
+def copy_range(src_fd: int, dst_fd: int, count: int, src_at: int, dst_at: int) -> int:
+    """One kernel copy call (a seam for tests that simulate a full disk)."""
+    return os.copy_file_range(src_fd, dst_fd, count, src_at, dst_at)
+
+
+def write_all(out: Any, data: memoryview | bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = out.write(view)
+        view = view[n:]
+
+
+def mapped(path: Path, start: int, nbytes: int, window: int | None = None) -> Iterator[memoryview]:
+    """Read-only views of [start, start+nbytes) through a sliding memory map (no copy).
+
+    Used to read back our own output; a window is unmapped before the next, so RSS stays small.
+    """
+    window = window or 4 * CHUNK
+    with open(path, "rb") as f:
+        end = start + nbytes
+        while start < end:
+            base = start - start % mmap.ALLOCATIONGRANULARITY
+            n = min(window, end - start)
+            mm = mmap.mmap(f.fileno(), start - base + n, offset=base, access=mmap.ACCESS_READ)
+            with mm, memoryview(mm) as whole, whole[start - base:] as view:
+                yield view
+            start += n
+
+
+def verbatim_ranges(path: Path, items: list[Item]) -> dict[str, tuple[int, int]]:
+    """Items copied byte for byte from the file `path`: name -> its [start, end) in that file."""
+    target = os.path.abspath(path)
+    return {i.name: (byte_start(i.source), byte_start(i.source) + i.nbytes) for i in items
+            if not i.cast and i.nbytes and is_raw_contiguous(i.source)
+            and os.path.abspath(i.source.storage.path) == target}  # type: ignore[union-attr]
+
+
+def is_raw_contiguous(info: TensorInfo) -> bool:
+    """True when the tensor's bytes are one plain little-endian run inside its storage."""
+    storage = info.storage
+    if storage is None or storage.encoding != "raw":
+        return False
+    if storage.byteorder != "little" and itemsize(info.dtype) > 1:
+        return False
+    if info.stride is not None:
+        pairs = zip(info.shape, info.stride, info.contiguous_stride, strict=True)
+        if any(dim > 1 and got != want for dim, got, want in pairs):
+            return False
+    start = byte_start(info)
+    if start < storage.offset or start + info.nbytes > storage.offset + storage.nbytes:
+        raise CorruptFile(f"The tensor '{info.name}' points outside its stored data; the file is "
+                          "damaged.", f"bytes {start}..{start + info.nbytes} of {storage}")
+    return True
+
+
+def byte_start(info: TensorInfo) -> int:
+    assert info.storage is not None
+    return info.storage.offset + info.storage_offset * itemsize(info.dtype)
+
+
+def torch_dtype(name: str) -> Any:
+    import torch
+
+    return getattr(torch, name)
+
+
+def _cast(part: memoryview, src: str, dst: str) -> memoryview:
+    import torch
+
+    tensor = torch.frombuffer(part, dtype=torch_dtype(src)).to(torch_dtype(dst))
+    return memoryview(tensor.view(torch.uint8).numpy())
+
+
+def tensor_bytes(tensor: Any) -> memoryview:
+    """A contiguous torch tensor's bytes, without a copy when it is already contiguous."""
+    import torch
+
+    flat = tensor.detach().contiguous().reshape(-1)
+    return memoryview(flat.view(torch.uint8).numpy()) if flat.numel() else memoryview(b"")
+
+
+def _tensor_chunks(item: Item, chunk: int) -> Iterator[memoryview]:
+    from core.tensor_io import read_tensor
+
+    tensor = read_tensor(item.source)
+    if item.cast:
+        tensor = tensor.to(torch_dtype(item.dtype))
+    data = tensor_bytes(tensor)
+    for offset in range(0, len(data), chunk):
+        yield data[offset:offset + chunk]

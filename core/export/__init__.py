@@ -1,0 +1,97 @@
+"""Export a model to deployable files: one module per target, registered in `TARGETS`.
+
+    results = export(model, specs, ["onnx", "torchscript", "pt2"], out_dir, ExportOptions(...))
+
+Each target writes into a private temp folder inside `out_dir`, loads its artefact back with the
+real runtime (onnxruntime / torch.jit.load / torch.export.load), compares it with the model in eager
+mode on the example inputs made from `specs`, and only then moves it into place; on an error or a
+cancel nothing of that artefact is left. A target module has `NAME`, `STAGES` (progress steps) and
+`export(job) -> ExportResult`; adding one is a new file plus one line in `TARGETS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from core.errors import ExportError
+from core.export import onnx, pt2, quantize, torchscript
+from core.export.common import ExportOptions, ExportResult, Job, failure, run_eager
+from core.inputs import InputSpec, example_inputs, format_specs
+from core.progress import Progress, step
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+__all__ = ["TARGETS", "ExportOptions", "ExportResult", "export"]
+
+TARGETS: dict[str, ModuleType] = {"onnx": onnx, "torchscript": torchscript, "pt2": pt2}
+QUANTIZED: dict[str, Callable[[Job], ExportResult]] = {
+    "torchscript": quantize.export_torchscript, "onnx": quantize.export_onnx}
+
+
+def export(model: nn.Module, specs: list[InputSpec], targets: Sequence[str],
+           out_dir: str | Path, options: ExportOptions | None = None,
+           progress: Progress | None = None) -> list[ExportResult]:
+    """Export `model` (inputs described by `specs`, passed positionally) to each target in order,
+    then the quantized artefacts when `options.quantize` is set. Raises ExportError on the first
+    failure unless `options.keep_going`, which turns failures into results with `error` set."""
+    options = options or ExportOptions()
+    plan = _plan(list(targets), Path(out_dir), options)
+    job = Job(model, specs, Path(out_dir), options, progress,
+              total=1 + sum(stages for _, _, _, stages in plan))
+    job.stage("running the model on the example input")
+    job.inputs = example_inputs(specs, seed=options.seed)
+    job.expected = _eager(model, job)
+    warnings = torchscript.train_mode_warning(model)
+    results = []
+    for name, run, quantized, stages in plan:
+        done = job.done + stages
+        try:
+            result = run(job)
+        except ExportError as exc:
+            if not options.keep_going:
+                raise
+            result = ExportResult(name, None, quantized=quantized,
+                                  error={"message": exc.message, "details": exc.details})
+        result.warnings[:0] = warnings
+        results.append(result)
+        job.done = done
+        step(progress, done, job.total, f"{name} done")
+    return results
+
+
+def _plan(targets: list[str], out_dir: Path,
+          options: ExportOptions) -> list[tuple[str, Callable[[Job], ExportResult], str | None, int]]:
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown or not targets:
+        raise ExportError(f"'{', '.join(unknown) or 'nothing'}' is not an export target; choose "
+                          f"from {', '.join(TARGETS)}.")
+    if not out_dir.is_dir():
+        raise ExportError(f"The output folder '{out_dir}' does not exist; create it first.")
+    plan = [(t, TARGETS[t].export, None, TARGETS[t].STAGES) for t in dict.fromkeys(targets)]
+    if options.quantize is None:
+        return plan
+    if options.quantize not in quantize.SCHEMES:
+        raise ExportError(f"'{options.quantize}' is not a quantization; use "
+                          f"{', '.join(quantize.SCHEMES)}.")
+    extra = [(t, QUANTIZED[t], options.quantize, quantize.STAGES) for t in dict.fromkeys(targets)
+             if t in QUANTIZED]
+    if not extra:
+        raise ExportError("Quantization applies to the TorchScript and ONNX targets; add one of "
+                          "them.")
+    return plan + extra
+
+
+def _eager(model: Any, job: Job) -> list[Any]:
+    try:
+        outputs = run_eager(model, job.args)
+    except Exception as exc:
+        raise failure("The model could not run on example inputs made from the input spec "
+                      f"({format_specs(job.specs)}); check the spec.", exc) from None
+    if not outputs or not all(hasattr(t, "shape") for t in outputs):
+        raise ExportError("The model's output is not a tensor or a tuple/list/dict of tensors, "
+                          "which the export targets need.")
+    return outputs
