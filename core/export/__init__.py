@@ -69,8 +69,10 @@ def _plan(targets: list[str], out_dir: Path,
     if unknown or not targets:
         raise ExportError(f"'{', '.join(unknown) or 'nothing'}' is not an export target; choose "
                           f"from {', '.join(TARGETS)}.")
-    if not out_dir.is_dir():
-        raise ExportError(f"The output folder '{out_dir}' does not exist; create it first.")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"The output folder '{out_dir}' could not be created.", str(exc)) from None
     plan = [(t, TARGETS[t].export, None, TARGETS[t].STAGES) for t in dict.fromkeys(targets)]
     if options.quantize is None:
         return plan

@@ -161,9 +161,16 @@ def test_bad_requests_fail_plainly(tmp_path, targets, options, spec, words):
     assert leftovers(tmp_path) == []
 
 
-def test_missing_output_folder(tmp_path):
-    with pytest.raises(ExportError, match="does not exist"):
-        export(export_models.mlp(), specs_of("mlp"), ["pt2"], tmp_path / "nope")
+def test_missing_output_folder_is_created(tmp_path):
+    results = export(export_models.mlp(), specs_of("mlp"), ["pt2"], tmp_path / "new" / "dir")
+    path = Path(results[0].path)
+    assert path.parent == tmp_path / "new" / "dir" and path.exists()
+
+
+def test_output_folder_that_is_a_file(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ExportError, match="could not be created"):
+        export(export_models.mlp(), specs_of("mlp"), ["pt2"], tmp_path / "file")
 
 
 def test_nothing_to_quantize(tmp_path):
