@@ -256,11 +256,7 @@ def section_tensors(checkpoint: Checkpoint, name: str, label: str = "") -> dict[
         known = ", ".join(s for s, sec in checkpoint.sections.items() if sec.tensors) or "none"
         who = f"File {label} ('{checkpoint.path.name}')" if label else f"'{checkpoint.path.name}'"
         raise CheckpointError(f"{who} has no section '{name}' (sections with tensors: {known}).")
-    if checkpoint.format == MODEL_FORMAT:
-        return section.tensors
-    from core.convert.transforms import restore_aliases
-
-    return restore_aliases(checkpoint, section.tensors)
+    return section.tensors
 
 
 def _renamed(tensors: dict[str, TensorInfo], rules: Sequence[RemapRule]) -> dict[str, TensorInfo]:

@@ -3,7 +3,7 @@
 Keys written: `format` ("pt"), the source's non-tensor values (epoch, versions, hyper-parameters)
 as strings (JSON for anything that is not already text), `checkpoint_studio` (a JSON record: app
 version, source name/format/sha256, transforms) and, when tied tensors were written once,
-`checkpoint_studio.aliases` (JSON {alias: written name}; `transforms.restore_aliases` reads it back).
+`checkpoint_studio.aliases` (JSON {alias: written name}; the safetensors reader restores them).
 
 The source sha256 is computed in a background thread while the tensors stream (see hashing.py);
 writers put the hasher's placeholder in the header and patch the real digest in before the file
@@ -16,7 +16,8 @@ import json
 from typing import Any
 
 from core import __version__
-from core.convert.transforms import ALIASES_KEY, ConvertOptions, Plan
+from core.convert.transforms import ConvertOptions, Plan
+from core.formats.safetensors import ALIASES_KEY
 from core.model import Checkpoint
 
 RECORD_KEY = "checkpoint_studio"

@@ -9,7 +9,6 @@ add prefix -> regex renames -> collision check -> dtype cast.
 from __future__ import annotations
 
 import fnmatch
-import json
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -18,7 +17,6 @@ from core.dtypes import itemsize
 from core.errors import CheckpointError
 from core.model import Checkpoint, Section, TensorInfo
 
-ALIASES_KEY = "checkpoint_studio.aliases"  # __metadata__ key: JSON {alias name: written name}
 DTYPES = {"fp16": "float16", "float16": "float16", "half": "float16",
           "bf16": "bfloat16", "bfloat16": "bfloat16",
           "fp32": "float32", "float32": "float32", "float": "float32"}
@@ -139,7 +137,7 @@ def _selected(checkpoint: Checkpoint, options: ConvertOptions, plan: Plan) -> di
                 raise CheckpointError(f"The tensor '{name}' has no stored data (a meta tensor), "
                                       "so it cannot be converted; drop it with a drop rule.")
             out[prefix + name] = info
-    return restore_aliases(checkpoint, out)
+    return out
 
 
 def _pick_sections(checkpoint: Checkpoint, options: ConvertOptions) -> list[Section]:
@@ -155,22 +153,6 @@ def _pick_sections(checkpoint: Checkpoint, options: ConvertOptions) -> list[Sect
         raise CheckpointError(f"This file has no section named '{name}' with tensors; "
                               f"it has: {found}.")
     return [section]
-
-
-def restore_aliases(checkpoint: Checkpoint, tensors: dict[str, TensorInfo]) -> dict[str, TensorInfo]:
-    """Give back the tied tensors a file written by us recorded in its metadata (see ALIASES_KEY)."""
-    raw = checkpoint.metadata.get(ALIASES_KEY)
-    if not isinstance(raw, str):
-        return tensors
-    try:
-        aliases = json.loads(raw)
-    except ValueError:
-        return tensors
-    out = dict(tensors)
-    for alias, target in aliases.items() if isinstance(aliases, dict) else ():
-        if isinstance(alias, str) and alias not in out and target in tensors:
-            out[alias] = replace(tensors[target], name=alias)
-    return out
 
 
 def _filtered_out(name: str, options: ConvertOptions) -> bool:

@@ -7,6 +7,7 @@ We enforce the same rules as the Rust loader (see DESIGN.md "Trust model").
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from math import prod
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ FORMAT = "safetensors"
 MAX_HEADER = 100_000_000  # the Rust loader's limit
 _SNIFF_MAX_HEADER = 1 << 32  # generous: open() gives the precise error for 100 MB < N < 4 GB
 _JSON_SPACE = b" \t\r\n"
+# __metadata__ key where our converter records tied tensors: JSON {alias name: written name}
+ALIASES_KEY = "checkpoint_studio.aliases"
 
 
 def _damaged(reason: str, details: str | None = None) -> CorruptFile:
@@ -36,9 +39,23 @@ def sniff(path: Path, head: bytes) -> bool:
 def open(path: Path) -> Checkpoint:
     path = Path(path)
     tensors, metadata = read_header(path)
-    sections, weights = make_sections(tensors)
+    sections, weights = make_sections(with_aliases(tensors, metadata))
     return Checkpoint(path=path, format=FORMAT, sections=sections, weights=weights,
                       metadata=dict(metadata))
+
+
+def with_aliases(tensors: dict[str, TensorInfo], metadata: dict[str, str]) -> dict[str, TensorInfo]:
+    """Give back the tied tensors a file we wrote recorded under ALIASES_KEY (one stored copy)."""
+    raw = metadata.get(ALIASES_KEY)
+    try:
+        aliases = json.loads(raw) if isinstance(raw, str) else {}
+    except ValueError:
+        return tensors
+    out = dict(tensors)
+    for alias, target in aliases.items() if isinstance(aliases, dict) else ():
+        if isinstance(alias, str) and alias not in out and target in tensors:
+            out[alias] = replace(tensors[target], name=alias)
+    return out
 
 
 def make_sections(tensors: dict[str, TensorInfo]) -> tuple[dict[str, Section], str | None]:

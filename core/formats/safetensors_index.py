@@ -50,8 +50,8 @@ def open(path: Path) -> Checkpoint:
         raise CorruptFile(
             f"The index says the tensor '{missing[0]}' is in '{shard}', but it is not there.",
             f"{len(missing)} tensor(s) listed in the weight map are missing: {missing[:10]}")
-    sections, weights = safetensors.make_sections(tensors)
     metadata = dict(index.get("metadata") or {})
+    sections, weights = safetensors.make_sections(safetensors.with_aliases(tensors, metadata))
     metadata["shards"] = shard_names
     return Checkpoint(path=path, format=FORMAT, sections=sections, weights=weights,
                       metadata=metadata, findings=findings)

@@ -13,9 +13,9 @@ from safetensors.torch import load_file, save_file
 
 from core.convert import TARGETS, ConvertOptions, convert, default_destination
 from core.convert.safetensors_sharded import INDEX_NAME
-from core.convert.transforms import ALIASES_KEY
 from core.errors import CheckpointError
 from core.formats import open_checkpoint
+from core.formats.safetensors import ALIASES_KEY
 from core.report import to_json
 from tests.fixtures.models import FixtureFiles
 
@@ -123,6 +123,9 @@ def test_tied_weights_are_written_once_and_come_back_tied(files, tmp_path):
     convert(st, back, "pt")
     loaded = torch.load(back, weights_only=True)
     assert loaded["head.weight"].data_ptr() == loaded["embed.weight"].data_ptr()
+    # inspecting our output shows both names, sharing one storage, like the source did
+    opened = open_checkpoint(st).sections["model"].tensors
+    assert opened["head.weight"].storage == opened["embed.weight"].storage
     same_bits(loaded["head.weight"], sd["head.weight"])
 
 
