@@ -11,10 +11,10 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+from core.cli_progress import ProgressBar
 from core.errors import CheckFailed
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -75,7 +75,7 @@ def run_parity(args: argparse.Namespace) -> int:
 
     cases = load_cases(args.inputs_npz) if args.inputs_npz else None
     reference, candidate = (_runner(s, args) for s in (args.a, args.b))
-    with _Bar(enabled=not args.json) as bar:
+    with ProgressBar("checking", enabled=not args.json) as bar:
         result = check_parity(reference, candidate, args.input, points=_points(args.shapes),
                               cases=cases, atol=args.atol, rtol=args.rtol,
                               tolerances=_tolerances(args.tol), seed=args.seed,
@@ -88,7 +88,7 @@ def run_latency(args: argparse.Namespace) -> int:
     from core.checks.latency import measure_latency
 
     runners = [_runner(s, args) for s in args.sources]
-    with _Bar(enabled=not args.json) as bar:
+    with ProgressBar("checking", enabled=not args.json) as bar:
         result = measure_latency(runners, args.input, _batches(args.batches), warmup=args.warmup,
                                  runs=args.runs, budget_s=args.budget, seed=args.seed,
                                  batch_dim=args.batch_dim, progress=bar)
@@ -190,34 +190,3 @@ def write_text(path: Path, text: str) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
 
-
-class _Bar:
-    """A rich progress bar on an interactive stderr, redrawn at most every 0.1 s (Ctrl-C stops)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.bar: Any = None
-        self.enabled = enabled and sys.stderr.isatty()
-        self.last = 0
-
-    def __enter__(self) -> _Bar | None:
-        if not self.enabled:
-            return None
-        from rich.progress import Progress
-
-        self.bar = Progress(transient=True)
-        self.bar.start()
-        self.task = self.bar.add_task("checking", total=1)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-    def update(self, done: int, total: int, text: str = "") -> None:
-        now = time.monotonic_ns()
-        if now - self.last > 100_000_000 or done >= total:
-            self.last = now
-            self.bar.update(self.task, completed=done, total=total, description=text[:40])
-
-    def cancelled(self) -> bool:
-        return False

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.cli_progress import ProgressBar
 from core.errors import CheckpointError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -68,7 +69,7 @@ def run_convert(args: argparse.Namespace) -> int:
         raise CheckpointError("--output names one output; with several inputs use --out-dir.")
     shard = parse_size(args.max_shard_size) if args.max_shard_size else None
     common = {"overwrite": args.overwrite, "max_shard_size": shard}
-    with _progress(enabled=not args.json) as progress:
+    with ProgressBar("converting", enabled=not args.json) as progress:
         if len(args.files) == 1:
             dest = args.output or default_destination(args.files[0], args.to, args.out_dir)
             result = convert(args.files[0], dest, args.to, options_from(args), progress=progress,
@@ -118,30 +119,3 @@ def summary(result: ConvertResult) -> str:
     lines += [f"  note: {note}" for note in result.notes]
     return "\n".join(lines)
 
-
-class _progress:
-    """A rich progress bar on an interactive stderr; nothing otherwise."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.bar: Any = None
-        self.enabled = enabled and sys.stderr.isatty()
-
-    def __enter__(self) -> _progress | None:
-        if not self.enabled:
-            return None
-        from rich.progress import Progress
-
-        self.bar = Progress(transient=True)
-        self.bar.start()
-        self.task = self.bar.add_task("converting", total=1)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-    def update(self, done: int, total: int, text: str = "") -> None:
-        self.bar.update(self.task, completed=done, total=total, description=text[:40])
-
-    def cancelled(self) -> bool:
-        return False  # Ctrl-C raises KeyboardInterrupt; the write cleans up on any exception

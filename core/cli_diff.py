@@ -7,10 +7,10 @@ differs, 2 on an error (the values of core.cli's EXIT_OK / EXIT_FINDINGS / EXIT_
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.cli_progress import ProgressBar
 from core.errors import CheckpointError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -66,7 +66,7 @@ def run_diff(args: argparse.Namespace) -> int:
 
         b = model_keys(args.model, search_path=Path.cwd())
     suggest = args.suggest_remap or bool(args.apply_remap)
-    with _Bar(enabled=(args.values or bool(args.apply_remap)) and not args.json) as bar:
+    with ProgressBar("comparing", enabled=(args.values or bool(args.apply_remap)) and not args.json) as bar:
         result = _diff(a, b, args, suggest, bar)
         if not args.apply_remap:
             _print(result, args)
@@ -141,30 +141,3 @@ class _Combined:
     def to_dict(self) -> dict[str, Any]:
         return self.data
 
-
-class _Bar:
-    """A rich progress bar on an interactive stderr; nothing otherwise (Ctrl-C stops the job)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.bar: Any = None
-        self.enabled = enabled and sys.stderr.isatty()
-
-    def __enter__(self) -> _Bar | None:
-        if not self.enabled:
-            return None
-        from rich.progress import Progress
-
-        self.bar = Progress(transient=True)
-        self.bar.start()
-        self.task = self.bar.add_task("comparing", total=1)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-    def update(self, done: int, total: int, text: str = "") -> None:
-        self.bar.update(self.task, completed=done, total=total, description=text[:40])
-
-    def cancelled(self) -> bool:
-        return False

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.cli_progress import ProgressBar
 from core.errors import ExportError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -74,7 +74,7 @@ def run_export(args: argparse.Namespace) -> int:
         torchscript_mode=args.torchscript, quantize=args.quantize, overwrite=args.overwrite,
         keep_going=True, protect=(Path(args.checkpoint),))
     targets = [t.strip() for t in args.to.split(",") if t.strip()]
-    with _Bar(enabled=not args.json) as progress:
+    with ProgressBar("exporting", enabled=not args.json) as progress:
         results = export(model, specs, targets, args.out_dir, options, progress)
     if args.json:
         print(json.dumps({"checkpoint": args.checkpoint, "arch": args.arch or args.checkpoint,
@@ -138,30 +138,3 @@ def summary(results: list[ExportResult], report: LoadReport | None, inputs: str,
         lines += [f"  warning: {w}" for w in r.warnings]
     return "\n".join(lines)
 
-
-class _Bar:
-    """A rich progress bar on an interactive stderr; nothing otherwise."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.bar: Any = None
-        self.enabled = enabled and sys.stderr.isatty()
-
-    def __enter__(self) -> _Bar | None:
-        if not self.enabled:
-            return None
-        from rich.progress import Progress
-
-        self.bar = Progress(transient=True)
-        self.bar.start()
-        self.task = self.bar.add_task("exporting", total=1)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-    def update(self, done: int, total: int, text: str = "") -> None:
-        self.bar.update(self.task, completed=done, total=total, description=text[:40])
-
-    def cancelled(self) -> bool:
-        return False  # Ctrl-C raises KeyboardInterrupt; every target cleans up on any exception
