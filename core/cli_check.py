@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from core.cli_progress import ProgressBar
 from core.errors import CheckFailed
+from core.files import write_text
 
 EXIT_OK, EXIT_FAILED = 0, 1
 SOURCE_HELP = ("an ONNX, TorchScript or .pt2 file (detected by content), or an architecture "
@@ -173,20 +172,3 @@ def _show(result: Any, args: argparse.Namespace) -> None:
         print(text)
     if args.report:
         print(f"Report written to {args.report}")
-
-
-def write_text(path: Path, text: str) -> None:
-    """Temp file in the destination folder, fsync, os.replace."""
-    if not path.parent.is_dir():
-        raise CheckFailed(f"The folder of the report '{path}' does not exist.")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 
 from core.errors import CheckpointError
+from core.files import fsync_dir, same_file
 
 NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
 
@@ -92,7 +93,7 @@ def check_destinations(finals: list[Path], *, overwrite: bool, protect: list[Pat
     if folder is not None and folder.exists() and not folder.is_dir():
         raise CheckpointError(f"'{folder}' is a file, not a folder; choose a folder for the shards.")
     for final in finals:
-        if any(_same_file(final, src) for src in protect):
+        if any(same_file(final, src) for src in protect):
             raise CheckpointError(f"'{final.name}' is the file being converted; choose another "
                                   "output name (the source is never overwritten).")
         if final.is_dir():
@@ -118,21 +119,3 @@ def write_error(exc: OSError, path: Path) -> CheckpointError:
                                "folder.", str(exc))
     return CheckpointError(f"Writing '{path.name}' failed ({exc.strerror or exc}). Nothing was "
                            "written.", str(exc))
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename durable (POSIX); folders cannot be opened for fsync on Windows."""
-    if os.name == "nt":  # pragma: no cover
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False

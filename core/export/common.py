@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.errors import ExportError
+from core.files import fsync_dir, same_file
 from core.inputs import InputSpec, example_inputs, other_point
 from core.progress import Progress, step
 
@@ -202,7 +203,7 @@ def staged(job: Job, finals: list[str]) -> Iterator[Path]:
         for dest in reversed(dests):  # data files before the file that refers to them
             if (tmp / dest.name).exists():
                 os.replace(tmp / dest.name, dest)
-        _fsync_dir(job.out_dir)
+        fsync_dir(job.out_dir)
     except OSError as exc:
         raise ExportError(f"Writing into '{job.out_dir}' failed ({exc.strerror or exc}); "
                           "nothing was written.", str(exc)) from None
@@ -211,7 +212,7 @@ def staged(job: Job, finals: list[str]) -> Iterator[Path]:
 
 
 def check_destination(dest: Path, options: ExportOptions) -> None:
-    if any(_same_file(dest, p) for p in options.protect):
+    if any(same_file(dest, p) for p in options.protect):
         raise ExportError(f"'{dest}' is the file being exported; choose another output name or "
                           "folder (the source is never overwritten).")
     if dest.is_dir():
@@ -219,13 +220,6 @@ def check_destination(dest: Path, options: ExportOptions) -> None:
     if dest.exists() and not options.overwrite:
         raise ExportError(f"'{dest}' already exists. Choose another name or folder, or allow "
                           "overwriting it (--overwrite).")
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.exists() and Path(b).exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def artefact_files(job: Job, names: list[str]) -> tuple[list[str], int]:
@@ -236,16 +230,6 @@ def artefact_files(job: Job, names: list[str]) -> tuple[list[str], int]:
 def _fsync(path: Path) -> None:
     with open(path, "rb+") as f:
         os.fsync(f.fileno())
-
-
-def _fsync_dir(folder: Path) -> None:
-    if os.name == "nt":  # pragma: no cover
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass
