@@ -120,8 +120,9 @@ def _latency_blocks(d: dict[str, Any]) -> list[Block]:
     ]
     if d["notes"]:
         blocks.append(("list", [f"Note: {n}" for n in d["notes"]]))
-    headers = ["runner", "device", "threads", "load s", "batch", "first", "p50", "p90", "p95",
-               "p99", "mean", "min", "max", "std", "runs", "samples/s", "peak RSS"]
+    headers = ["runner", "device", "threads", "load s", "batch", "first ms", "p50 ms", "p90 ms",
+               "p95 ms", "p99 ms", "mean ms", "min ms", "max ms", "std ms", "runs", "samples/s",
+               "peak RSS"]
     rows, errors = [], []
     for r in d["runners"]:
         info = r["runner"]
