@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.cli_progress import ProgressBar
-from core.errors import ExportError
 
 if TYPE_CHECKING:  # pragma: no cover
     from core.arch import LoadReport
@@ -87,31 +86,14 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def _model(args: argparse.Namespace) -> tuple[Any, LoadReport | None]:
-    from core.arch import load_architecture, load_program, load_weights
-    from core.formats import open_checkpoint
+    from core.arch import load_program
+    from core.build import build_model, parse_kwargs
 
     if not args.arch:
         return load_program(Path(args.checkpoint), trust=args.trust), None
-    kwargs = _kwargs(args.arch_kwargs)
-    checkpoint = open_checkpoint(args.checkpoint)
-    model = load_architecture(args.arch, kwargs, trust=args.trust, search_path=args.arch_path)
-    report = load_weights(model, checkpoint, section=args.section)
-    if not report.ok and not args.non_strict:
-        raise report.error()
-    return model, report
-
-
-def _kwargs(text: str | None) -> dict[str, Any] | None:
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ExportError("--arch-kwargs is not valid JSON; write it like '{\"channels\": 8}'.",
-                          str(exc)) from None
-    if not isinstance(value, dict):
-        raise ExportError("--arch-kwargs must be a JSON object, like '{\"channels\": 8}'.")
-    return value
+    return build_model(args.arch, args.checkpoint, kwargs=parse_kwargs(args.arch_kwargs),
+                       trust=args.trust, section=args.section, search_path=args.arch_path,
+                       strict=not args.non_strict)
 
 
 def summary(results: list[ExportResult], report: LoadReport | None, inputs: str,

@@ -5,6 +5,8 @@ Nothing here imports torch: files open on a worker with the torch-free core read
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import platform
 import sys
 from collections.abc import Callable
@@ -29,17 +31,25 @@ from PySide6.QtWidgets import (
     QMenu,
     QMessageBox,
     QStackedWidget,
+    QStyle,
     QTabWidget,
+    QToolBar,
     QVBoxLayout,
     QWidget,
 )
 
 from core import __version__
+from gui.views.convert import ConvertPanel
+from gui.views.diff import DiffView
 from gui.views.inspect import InspectView
 
 APP_NAME = ORG_NAME = "Checkpoint Studio"
 ICON_PATH = Path(__file__).resolve().parents[1] / "resources" / "icons" / "ckpt-studio.svg"
 MAX_RECENT = 10
+# Panels written separately: mounted as tabs when their module exists (imported on first use, so
+# they may import torch without slowing the start). key -> (module, class, tab title, shortcut)
+OPTIONAL_PANELS = {"export": ("gui.views.export", "ExportPanel", "Export", "Ctrl+Shift+E"),
+                   "checks": ("gui.views.checks", "ChecksPanel", "Checks", "Ctrl+Shift+K")}
 FILE_FILTER = ("Checkpoints (*.pt *.pth *.bin *.ckpt *.safetensors *.json *.onnx *.pt2 *.tar);;"
                "All files (*)")
 
@@ -66,8 +76,13 @@ class MainWindow(QMainWindow):
 
     # -- menus ---------------------------------------------------------------------------------
     def _build_menus(self) -> None:
+        icon = self.style().standardIcon
         file_menu = self.menuBar().addMenu("&File")
-        self._action(file_menu, "&Open…", "Ctrl+O", self.choose_files)
+        self.open_action = self._action(file_menu, "&Open…", "Ctrl+O", self.choose_files,
+                                        icon(QStyle.StandardPixmap.SP_DialogOpenButton))
+        self.compare_action = self._action(file_menu, "Co&mpare Two Files…", "Ctrl+D",
+                                           self.choose_compare,
+                                           icon(QStyle.StandardPixmap.SP_FileDialogContentsView))
         self.recent_menu = file_menu.addMenu("Open &Recent")
         self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
         self._action(file_menu, "&Close", "Ctrl+W",
@@ -76,14 +91,38 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "&Quit", "Ctrl+Q", self.close)
         edit_menu = self.menuBar().addMenu("&Edit")
         self._action(edit_menu, "&Filter Names", "Ctrl+F", self.focus_filter)
+        tools = self.menuBar().addMenu("&Tools")
+        self.convert_action = self._action(tools, "&Convert…", "Ctrl+Shift+C",
+                                           lambda: self.open_convert(),
+                                           icon(QStyle.StandardPixmap.SP_DialogSaveButton))
+        self.panel_actions: dict[str, QAction] = {}
+        pixmaps = {"export": QStyle.StandardPixmap.SP_ArrowForward,
+                   "checks": QStyle.StandardPixmap.SP_DialogApplyButton}
+        for key, (module, _cls, title, shortcut) in OPTIONAL_PANELS.items():
+            if _module_exists(module):
+                self.panel_actions[key] = self._action(tools, f"&{title}…", shortcut,
+                                                       lambda _checked=False, k=key: self.open_panel(k),
+                                                       icon(pixmaps[key]))
         help_menu = self.menuBar().addMenu("&Help")
         self._action(help_menu, "&About Checkpoint Studio", None, self.show_about)
+        self._build_toolbar()
+
+    def _build_toolbar(self) -> None:
+        bar = QToolBar("Main", movable=False, objectName="MainToolBar")
+        bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        for action in (self.open_action, self.compare_action, self.convert_action,
+                       *self.panel_actions.values()):
+            bar.addAction(action)
+        self.addToolBar(bar)
 
     def _action(self, menu: QMenu, text: str, shortcut: str | None,
-                slot: Callable[[], object]) -> QAction:
+                slot: Callable[[], object], icon: QIcon | None = None) -> QAction:
         action = QAction(text, self)
+        if icon is not None:
+            action.setIcon(icon)
         if shortcut is not None:
             action.setShortcut(QKeySequence(shortcut))
+            action.setToolTip(f"{text.replace('&', '').rstrip('…')} ({shortcut})")
         action.triggered.connect(slot)
         menu.addAction(action)
         return action
@@ -102,38 +141,115 @@ class MainWindow(QMainWindow):
 
     # -- opening -------------------------------------------------------------------------------
     def choose_files(self) -> None:
-        settings = QSettings()
-        paths, _ = QFileDialog.getOpenFileNames(self, "Open checkpoint",
-                                                str(settings.value("last_dir", "")), FILE_FILTER)
+        paths = self._ask_files("Open checkpoint")
         if paths:
-            settings.setValue("last_dir", str(Path(paths[0]).parent))
             self.open_files(paths)
 
-    def open_files(self, paths: list[str]) -> list[InspectView]:
-        """One file -> inspect; two files -> both as tabs for now (the diff view comes later)."""
+    def choose_compare(self) -> None:
+        """Pick two files (both at once, or A then B) and open the diff view."""
+        paths = self._ask_files("Compare: choose two files (A and B)")
+        if len(paths) == 1:
+            paths += self._ask_files(f"Compare {Path(paths[0]).name} with…", single=True)
+        if len(paths) == 2:
+            self.open_diff(*paths)
+        elif len(paths) > 2:
+            QMessageBox.information(self, "Compare", "Choose two files to compare.")
+
+    def _ask_files(self, title: str, single: bool = False) -> list[str]:
+        settings = QSettings()
+        folder = str(settings.value("last_dir", ""))
+        if single:
+            path, _ = QFileDialog.getOpenFileName(self, title, folder, FILE_FILTER)
+            paths = [path] if path else []
+        else:
+            paths, _ = QFileDialog.getOpenFileNames(self, title, folder, FILE_FILTER)
+        if paths:
+            settings.setValue("last_dir", str(Path(paths[0]).parent))
+        return paths
+
+    def open_files(self, paths: list[str]) -> list[QWidget]:
+        """Two files -> the diff view; otherwise one inspect view per file."""
+        if len(paths) == 2:
+            return [self.open_diff(*paths)]
         return [self.open_path(p) for p in paths]
 
     def open_path(self, path: str | Path) -> InspectView:
         path = str(Path(path).expanduser().resolve())
-        for index in range(self.tabs.count()):
-            view = self.tabs.widget(index)
-            if isinstance(view, InspectView) and view.path == path:
-                self.tabs.setCurrentIndex(index)
-                return view
+        found = self._find(lambda w: isinstance(w, InspectView) and w.path == path)
+        if isinstance(found, InspectView):
+            return found
         view = InspectView(path)
-        index = self.tabs.addTab(view, Path(path).name)
-        self.tabs.setTabToolTip(index, path)
-        self.tabs.setCurrentIndex(index)
-        self.stack.setCurrentWidget(self.tabs)
+        self._add_tab(view, Path(path).name, path)
         add_recent_file(path)
         return view
+
+    def open_diff(self, path_a: str | Path, path_b: str | Path) -> DiffView:
+        a, b = (str(Path(p).expanduser().resolve()) for p in (path_a, path_b))
+        found = self._find(lambda w: isinstance(w, DiffView) and (w.path_a, w.path_b) == (a, b))
+        if isinstance(found, DiffView):
+            return found
+        view = DiffView(a, b)
+        self._add_tab(view, view.title(), f"A: {a}\nB: {b}")
+        view.title_changed.connect(lambda title, v=view: self._retitle(v, title))
+        for path in (b, a):
+            add_recent_file(path)
+        return view
+
+    def open_convert(self, paths: list[str] | None = None) -> ConvertPanel:
+        """The Convert tab, for `paths` or else the file of the current inspect view."""
+        current = self.current_view()
+        panel = self._find(lambda w: isinstance(w, ConvertPanel))
+        if not isinstance(panel, ConvertPanel):
+            panel = ConvertPanel()
+            self._add_tab(panel, "Convert", "Convert checkpoints (drop files here)")
+        if paths:
+            panel.set_sources(paths)
+        elif current is not None and current.path not in panel.sources[:1]:
+            panel.set_sources([current.path], current.checkpoint)
+        return panel
+
+    def open_panel(self, key: str) -> QWidget | None:
+        """The tab of an optional panel (export, checks), created on first use."""
+        module, cls_name, title, _shortcut = OPTIONAL_PANELS[key]
+        found = self._find(lambda w: type(w).__name__ == cls_name)
+        if found is not None:
+            return found
+        try:
+            panel = getattr(importlib.import_module(module), cls_name)()
+        except Exception as exc:  # a panel that fails to load must not take the window down
+            box = QMessageBox(QMessageBox.Icon.Warning, title,
+                              f"The {title} panel could not be loaded.", parent=self)
+            box.setDetailedText(f"{type(exc).__name__}: {exc}")
+            box.open()
+            return None
+        self._add_tab(panel, title, "")
+        return panel
+
+    def _find(self, test: Callable[[QWidget], bool]) -> QWidget | None:
+        """The first tab whose widget passes `test`, made current."""
+        for index in range(self.tabs.count()):
+            if test(widget := self.tabs.widget(index)):
+                self.tabs.setCurrentIndex(index)
+                return widget
+        return None
+
+    def _add_tab(self, widget: QWidget, title: str, tooltip: str) -> None:
+        index = self.tabs.addTab(widget, title)
+        self.tabs.setTabToolTip(index, tooltip)
+        self.tabs.setCurrentIndex(index)
+        self.stack.setCurrentWidget(self.tabs)
+
+    def _retitle(self, widget: QWidget, title: str) -> None:
+        index = self.tabs.indexOf(widget)
+        if index >= 0:
+            self.tabs.setTabText(index, title)
+            self._update_title()
 
     def close_tab(self, index: int) -> None:
         view = self.tabs.widget(index)
         if view is None:
             return
-        if isinstance(view, InspectView):
-            view.shutdown()
+        _shutdown(view)
         self.tabs.removeTab(index)
         view.deleteLater()
         if self.tabs.count() == 0:
@@ -142,18 +258,27 @@ class MainWindow(QMainWindow):
     def views(self) -> list[InspectView]:
         return [w for i in range(self.tabs.count()) if isinstance(w := self.tabs.widget(i), InspectView)]
 
+    def tab_widgets(self) -> list[QWidget]:
+        return [self.tabs.widget(i) for i in range(self.tabs.count())]
+
     def current_view(self) -> InspectView | None:
         view = self.tabs.currentWidget()
         return view if isinstance(view, InspectView) else None
 
     def focus_filter(self) -> None:
-        view = self.current_view()
-        if view is not None:
-            view.focus_filter()
+        focus = getattr(self.tabs.currentWidget(), "focus_filter", None)
+        if focus is not None:
+            focus()
 
     def _update_title(self) -> None:
-        view = self.current_view()
-        self.setWindowTitle(f"{Path(view.path).name} — {APP_NAME}" if view else APP_NAME)
+        widget = self.tabs.currentWidget()
+        if isinstance(widget, InspectView):
+            name = Path(widget.path).name
+        elif isinstance(widget, DiffView):
+            name = widget.title()
+        else:
+            name = self.tabs.tabText(self.tabs.currentIndex()) if widget is not None else ""
+        self.setWindowTitle(f"{name} — {APP_NAME}" if name else APP_NAME)
 
     # -- drag and drop -------------------------------------------------------------------------
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
@@ -181,8 +306,8 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         QSettings().setValue("geometry", self.saveGeometry())
-        for view in self.views():
-            view.shutdown()
+        for widget in self.tab_widgets():
+            _shutdown(widget)
         super().closeEvent(event)
 
 
@@ -210,6 +335,20 @@ def recent_files() -> list[str]:
 def add_recent_file(path: str) -> None:
     paths = [path, *(p for p in recent_files() if p != path)][:MAX_RECENT]
     QSettings().setValue("recent_files", paths)
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _shutdown(widget: QWidget) -> None:
+    """Stop a tab's jobs before it closes (every panel with jobs has `shutdown()`)."""
+    shutdown = getattr(widget, "shutdown", None)
+    if callable(shutdown):
+        shutdown()
 
 
 def _local_paths(urls: list[QUrl]) -> list[str]:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.errors import Cancelled, CheckFailed, CheckpointError
+from core.errors import Cancelled, CheckFailed, CheckpointError, ExportError
 from core.runtime.base import Runner
 
 __all__ = ["Runner", "build_runner", "BACKENDS"]
@@ -79,17 +79,16 @@ def _from_architecture(source: str, checkpoint: str | Path | None, kwargs: dict[
                        search_path: str | Path | None) -> Runner:
     import torch  # noqa: F401 - imported before the clock starts: load time is the model's own
 
-    from core.arch import load_architecture, load_weights
-    from core.formats import open_checkpoint
+    from core.build import build_model
 
     start = time.perf_counter_ns()
-    module = load_architecture(source, kwargs, trust=trust, search_path=search_path)
+    try:
+        module, _ = build_model(source, checkpoint, kwargs=kwargs, trust=trust,
+                                search_path=search_path)
+    except ExportError as error:  # a weights report that does not fit, as a check failure
+        raise CheckFailed(error.message, error.details) from None
     label = Path(source.rpartition(":")[2] or source).name
     if checkpoint is not None:
-        report = load_weights(module, open_checkpoint(checkpoint))
-        if not report.ok:
-            error = report.error()
-            raise CheckFailed(error.message, error.details)
         label += f" + {Path(checkpoint).name}"
     seconds = (time.perf_counter_ns() - start) / 1e9
     common = {"source": source, "load_seconds": seconds, "input_dtypes": input_dtypes,

@@ -100,7 +100,7 @@ def test_a_failed_target_still_writes_the_others(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(("extra", "words"), [
-    (["--arch-kwargs", "{bad"], "--arch-kwargs is not valid JSON"),
+    (["--arch-kwargs", "{bad"], "keyword arguments are not valid JSON"),
     (["--input", "x: float32[batch(1..64]"], "The input spec is not valid"),
     (["--arch", "tests.fixtures.export_models:nothing"], "has no 'nothing'"),
 ])

@@ -57,16 +57,16 @@ def test_drop_one_file_shows_every_tensor(qtbot: QtBot, window: MainWindow,
     assert recent_files()[0] == str(files["state_dict"].resolve())
 
 
-def test_drop_two_files_opens_two_tabs(qtbot: QtBot, window: MainWindow,
-                                       files: FixtureFiles) -> None:
-    drop(window, [files["state_dict"], files["safetensors"]])
+def test_drop_three_files_opens_three_tabs(qtbot: QtBot, window: MainWindow,
+                                           files: FixtureFiles) -> None:
+    drop(window, [files["state_dict"], files["safetensors"], files["ema"]])  # two: the diff view
     views = window.views()
-    assert [Path(v.path).name for v in views] == ["state_dict.pt", "model.safetensors"]
+    assert [Path(v.path).name for v in views] == ["state_dict.pt", "model.safetensors", "ema.pt"]
     for view in views:
         assert wait_done(qtbot, view).state == "ready"
     assert window.open_path(files["state_dict"]) is views[0]  # already open: switch to it
     window.close_tab(0)
-    assert len(window.views()) == 1
+    assert len(window.views()) == 2
 
 
 def test_filter_reduces_rows(qtbot: QtBot, open_view: OpenView, files: FixtureFiles) -> None:

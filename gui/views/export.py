@@ -1,0 +1,396 @@
+"""Export wizard: architecture + weights -> load report -> input spec -> targets -> export. Each step
+is a core call on the worker (gui.jobs: core.arch, core.inputs.infer_spec, core.export.export); the
+panel collects options and shows the LoadReport and the ExportResults. "Check parity…" hands the
+artefacts on through `artefacts_ready`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QFont, QFontDatabase
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMenu,
+    QPlainTextEdit,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QSplitter,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.errors import ExportError
+from gui.jobs import LoadedModel, infer_inputs, load_model, run_export
+from gui.models.export_results import NOTES, ExportResultsModel, planned_rows
+from gui.models.parity_table import status_color
+from gui.views.job_bar import JobBar
+from gui.views.parts import ErrorBanner, PathField, hbox, run_job
+from gui.views.spec_editor import SpecEditor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from core.arch import LoadReport
+    from core.export import ExportOptions, ExportResult
+    from core.inputs import InputSpec
+
+TRUST_TEXT = ("Loading a TorchScript, .pt2 or pickled model runs code stored in that file. "
+              "Tick this only for files you trust.")
+WEIGHTS_FILTER = "Checkpoints (*.pt *.pth *.bin *.ckpt *.safetensors *.json);;All files (*)"
+
+
+class ExportPanel(QWidget):
+    artefacts_ready = Signal(list)  # paths of the exported artefacts, for the checks panel
+    finished = Signal(str)  # "done" | "error" | "cancelled" at the end of a load or an export
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.state = "idle"
+        self.loaded: LoadedModel | None = None
+        self._build()
+        self._update_buttons()
+
+    # -- layout --------------------------------------------------------------------------------
+    def _build(self) -> None:
+        form = QWidget()
+        column = QVBoxLayout(form)
+        for group in (self._model_group(), self._inputs_group(), self._targets_group(),
+                      self._output_group()):
+            column.addWidget(group)
+        column.addStretch(1)
+        scroll = QScrollArea(widgetResizable=True, minimumWidth=440)
+        scroll.setWidget(form)
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(scroll)
+        splitter.addWidget(self._results_box())
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([470, 810])
+        self.banner, self.bar, self.status = ErrorBanner(), JobBar(), QLabel(wordWrap=True)
+        self.export_button = QPushButton("Export", default=True)
+        self.export_button.clicked.connect(self.start_export)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.banner)
+        layout.addWidget(splitter, 1)
+        layout.addLayout(hbox(self.status, self.bar, self.export_button, grow=self.status))
+
+    def _model_group(self) -> QGroupBox:
+        box = QGroupBox("Model")
+        form = QFormLayout(box)
+        self.source = PathField(placeholder="package.module:build, model.py:build, a model folder "
+                                "or a saved model file")
+        self.source.browse.clicked.disconnect()
+        self.source.browse.setMenu(self._source_menu())
+        self.kwargs = QLineEdit(placeholderText='{"channels": 8}  (optional)')
+        self.trust = QCheckBox("Trust this file: allow running code stored in it")
+        trust_note = QLabel(TRUST_TEXT, wordWrap=True)
+        trust_note.setStyleSheet("color: palette(placeholder-text);")
+        self.weights = PathField(placeholder="checkpoint with the weights (optional)",
+                                 file_filter=WEIGHTS_FILTER)
+        self.non_strict = QCheckBox("Export even if some weights do not fit")
+        self.load_button = QPushButton("Load model")
+        self.load_button.clicked.connect(lambda: self.load(then=None))
+        self.report_title = QLabel(wordWrap=True)
+        font = QFont(self.report_title.font())
+        font.setBold(True)
+        self.report_title.setFont(font)
+        self.report_text = QPlainTextEdit(readOnly=True, maximumHeight=90, visible=False)
+        self.report_text.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        for label, widget in (("Architecture:", self.source), ("Arguments:", self.kwargs),
+                              ("", self.trust), ("", trust_note), ("Weights:", self.weights),
+                              ("", self.non_strict), ("", self.load_button)):
+            form.addRow(label, widget)
+        form.addRow(self.report_title)
+        form.addRow(self.report_text)
+        for signal in (self.source.changed, self.kwargs.textChanged, self.weights.changed,
+                       self.trust.toggled):
+            signal.connect(self._model_fields_changed)
+        return box
+
+    def _source_menu(self) -> QMenu:
+        menu = QMenu(self)
+        menu.addAction("Python file…", lambda: self._browse_source("py"))
+        menu.addAction("Hugging Face model folder…", lambda: self._browse_source("dir"))
+        menu.addAction("Saved model file (TorchScript, .pt2, pickled)…",
+                       lambda: self._browse_source("program"))
+        return menu
+
+    def _inputs_group(self) -> QGroupBox:
+        box = QGroupBox("Inputs")
+        self.spec = SpecEditor("empty: guessed from the model's first layer")
+        self.infer_button = QPushButton("Infer from model")
+        self.infer_button.clicked.connect(self.infer)
+        self.spec.toolbar.addWidget(self.infer_button)
+        QVBoxLayout(box).addWidget(self.spec)
+        return box
+
+    def _targets_group(self) -> QGroupBox:
+        box = QGroupBox("Targets")
+        form = QFormLayout(box)
+        self.onnx = QCheckBox("ONNX", checked=True)
+        self.opset = QSpinBox(minimum=6, maximum=23, value=6, specialValueText="default opset")
+        self.onnx_exporter = QComboBox()
+        self.onnx_exporter.addItems(["auto", "dynamo", "legacy"])
+        self.onnx_exporter.setToolTip("auto: the torch.export-based exporter, the legacy "
+                                      "TorchScript-based one if that fails")
+        self.torchscript = QCheckBox("TorchScript", checked=True)
+        self.ts_mode = QComboBox()
+        self.ts_mode.addItems(["trace", "script"])
+        self.pt2 = QCheckBox(".pt2 (torch.export)")
+        self.int8 = QCheckBox("Dynamic int8 (extra ONNX / TorchScript artefacts)")
+        form.addRow(self.onnx, hbox(QLabel("opset"), self.opset, QLabel("exporter"),
+                                    self.onnx_exporter, stretch_at=4))
+        form.addRow(self.torchscript, hbox(QLabel("mode"), self.ts_mode, stretch_at=2))
+        form.addRow(self.pt2)
+        form.addRow(self.int8)
+        return box
+
+    def _output_group(self) -> QGroupBox:
+        box = QGroupBox("Output")
+        form = QFormLayout(box)
+        self.out_dir = PathField("dir", placeholder="folder for the exported files")
+        self.name = QLineEdit("model")
+        self.overwrite = QCheckBox("Replace existing files")
+        form.addRow("Folder:", self.out_dir)
+        form.addRow("File name:", self.name)
+        form.addRow("", self.overwrite)
+        return box
+
+    def _results_box(self) -> QWidget:
+        box = QGroupBox("Results")
+        self.results_model = ExportResultsModel(self)
+        self.table = QTableView(wordWrap=False)
+        self.table.setModel(self.results_model)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(NOTES, QHeaderView.ResizeMode.Stretch)
+        self.table.selectionModel().selectionChanged.connect(self._show_row_details)
+        self.inputs_label = QLabel(wordWrap=True)
+        self.details = QPlainTextEdit(readOnly=True, maximumHeight=150,
+                                      placeholderText="Select a result to see its warnings.")
+        self.parity_button = QPushButton("Check parity…")
+        self.parity_button.clicked.connect(lambda: self.artefacts_ready.emit(self.artefacts()))
+        layout = QVBoxLayout(box)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(self.inputs_label)
+        layout.addWidget(self.details)
+        layout.addLayout(hbox(self.parity_button, stretch_at=0))
+        return box
+
+    # -- public --------------------------------------------------------------------------------
+    def set_checkpoint(self, path: str) -> None:
+        """Preset the weights file (e.g. the checkpoint open in the inspect view)."""
+        self.weights.set_text(str(path))
+
+    def targets(self) -> list[str]:
+        boxes = ((self.onnx, "onnx"), (self.torchscript, "torchscript"), (self.pt2, "pt2"))
+        return [name for box, name in boxes if box.isChecked()]
+
+    def options(self) -> ExportOptions:
+        from core.export import ExportOptions
+
+        weights = self.weights.text()
+        return ExportOptions(
+            name=self.name.text().strip() or "model",
+            opset=self.opset.value() if self.opset.value() != self.opset.minimum() else None,
+            onnx_exporter=self.onnx_exporter.currentText(),
+            torchscript_mode=self.ts_mode.currentText(),
+            quantize="dynamic-int8" if self.int8.isChecked() else None,
+            overwrite=self.overwrite.isChecked(), keep_going=True,
+            protect=(Path(weights),) if weights else ())
+
+    @property
+    def results(self) -> list[ExportResult]:
+        return self.results_model.results
+
+    def artefacts(self) -> list[str]:
+        return [r.path for r in self.results if r.ok and r.path]
+
+    def cancel(self) -> None:
+        self.bar.cancel()
+
+    def shutdown(self) -> None:
+        """Cancel the running job and drop its result (the tab is closing)."""
+        self.bar.shutdown()
+        self.state = "idle"
+
+    # -- loading -------------------------------------------------------------------------------
+    def _key(self) -> tuple[Any, ...]:
+        return (self.source.text(), self.kwargs.text(), self.trust.isChecked(), self.weights.text())
+
+    def load(self, then: Callable[[], None] | None = None) -> None:
+        """Load the model (unless already loaded from the same fields), then call `then()`."""
+        if self.loaded is not None and self.loaded.key == self._key():
+            return then() if then is not None else self._end("done", "Model loaded.")
+        problem = self._source_problem()
+        if problem:
+            return self._fail(problem, "")
+        self.loaded = None
+        self._begin()
+        run_job(self.bar, self, load_model, *self._key(), key=self._key(),
+                text="Loading the model…", done=lambda loaded: self._on_loaded(loaded, then),
+                failed=self._fail, cancelled=self._on_cancelled)
+
+    def _source_problem(self) -> str:
+        from core.arch import source_kind
+
+        source = self.source.text()
+        if not source:
+            return ("Give the model's architecture: package.module:build, model.py:build, a model "
+                    "folder or a saved model file.")
+        try:
+            kind = source_kind(source)
+        except ExportError as exc:
+            return exc.message
+        if kind == "program" and not self.trust.isChecked():
+            return (f"'{Path(source).name}' is a saved model file: loading it runs code stored in "
+                    "the file. Tick 'Trust this file' if you trust where it came from.")
+        return ""
+
+    def _on_loaded(self, loaded: LoadedModel, then: Callable[[], None] | None) -> None:
+        self.loaded = loaded
+        self._show_report(loaded.report)
+        report = loaded.report
+        if report is not None and not report.ok and not self.non_strict.isChecked():
+            error = report.error()
+            return self._fail(error.message + " Tick 'Export even if some weights do not fit' to "
+                              "export anyway.", error.details or "")
+        if then is not None:
+            return then()
+        self._end("done", "Model loaded.")
+
+    def _show_report(self, report: LoadReport | None) -> None:
+        if report is None:
+            self.report_title.setText("No weights file: the model is exported as built.")
+            self.report_text.setVisible(False)
+            return
+        verdict = "✓ The weights fit the model" if report.ok else "⚠ The weights do not fully fit"
+        self.report_title.setText(f"{verdict}: {report.loaded} tensors loaded "
+                                  f"from '{report.section}'.")
+        summary = report.summary()
+        self.report_text.setPlainText(summary)
+        color = status_color(self.palette(), "pass" if report.ok else "warn").name()
+        self.report_text.setStyleSheet(f"QPlainTextEdit {{ background: {color}; }}")
+        self.report_text.setVisible("\n" in summary)  # more than the count in the title
+
+    def _model_fields_changed(self) -> None:
+        if self.loaded is not None and self.loaded.key != self._key():
+            self.loaded = None
+            self.report_title.setText("")
+            self.report_text.setVisible(False)
+
+    def _browse_source(self, kind: str) -> None:
+        if kind == "dir":
+            path = QFileDialog.getExistingDirectory(self, "Hugging Face model folder")
+        else:
+            flt = "Python files (*.py)" if kind == "py" else \
+                "Saved models (*.pt *.pth *.pt2 *.ts *.jit);;All files (*)"
+            path, _ = QFileDialog.getOpenFileName(self, "Architecture", "", flt)
+        if path:
+            self.source.set_text(f"{path}:" if kind == "py" else path)
+        if path and kind == "py":
+            self.source.edit.setFocus()
+            self.status.setText("Add the function or class that builds the model after the ':'.")
+
+    # -- inputs and export -----------------------------------------------------------------------
+    def infer(self) -> None:
+        self.load(then=lambda: self._infer(then=None))
+
+    def _infer(self, then: Callable[[], None] | None) -> None:
+        assert self.loaded is not None
+        self._begin()
+        run_job(self.bar, self, infer_inputs, self.loaded.model, text="Guessing the inputs…",
+                done=lambda specs: self._on_inferred(specs, then), failed=self._fail,
+                cancelled=self._on_cancelled)
+
+    def _on_inferred(self, specs: list[InputSpec], then: Callable[[], None] | None) -> None:
+        self.spec.set_specs(specs)
+        if then is not None:
+            return then()
+        self._end("done", "Inputs guessed from the model's first layer; check them.")
+
+    def start_export(self) -> None:
+        problem = self._export_problem()
+        if problem:
+            return self._fail(problem, "")
+        self.load(then=self._export)
+
+    def _export_problem(self) -> str:
+        if not self.targets():
+            return "Choose at least one export target."
+        if not self.out_dir.text():
+            return "Choose the folder the exported files go to."
+        if not Path(self.out_dir.text()).is_dir():
+            return f"The output folder '{self.out_dir.text()}' does not exist; create it first."
+        if self.spec.specs() is None:
+            return self.spec.error()
+        return ""
+
+    def _export(self) -> None:
+        assert self.loaded is not None
+        specs = self.spec.specs()
+        if not specs:  # empty: guess the inputs, show them, then export with them
+            return self._infer(then=self._export)
+        options, targets = self.options(), self.targets()
+        self.results_model.set_plan(planned_rows(targets, options.quantize is not None))
+        self.details.clear()
+        self._begin()
+        job = run_job(self.bar, self, run_export, self.loaded.model, specs, targets,
+                      self.out_dir.text(), options, text="Exporting", done=self._on_exported,
+                      failed=self._fail, cancelled=self._on_cancelled)
+        job.progress.connect(lambda done, total, text: self.results_model.set_progress(done))
+
+    def _on_exported(self, results: list[ExportResult]) -> None:
+        self.results_model.set_results(results)
+        ok = sum(r.ok for r in results)
+        warned = sum(bool(r.warnings) for r in results if r.ok)
+        text = f"Exported {ok} of {len(results)} artefacts"
+        text += f" ({warned} with warnings)." if warned else "."
+        self.inputs_label.setText(f"Inputs: {self.spec.text()}")
+        self._end("done" if ok == len(results) else "error", text)
+
+    def _show_row_details(self) -> None:
+        rows = self.table.selectionModel().selectedRows()
+        if len(rows) == 1 and self.results:
+            self.details.setPlainText(self.results_model.details(rows[0].row()))
+
+    # -- state -----------------------------------------------------------------------------------
+    def _begin(self) -> None:
+        self.state = "running"
+        self.status.clear()
+        self.banner.clear()
+        self._update_buttons()
+
+    def _end(self, state: str, status: str) -> None:
+        self.state = state
+        self.status.setText(status)
+        self._update_buttons()
+        self.finished.emit(state)
+
+    def _fail(self, message: str, details: str) -> None:
+        self.banner.show_message(message, details)
+        self._end("error", "")
+
+    def _on_cancelled(self) -> None:
+        if not self.results:
+            self.results_model.clear()
+        self._end("cancelled", "Cancelled; nothing was written.")
+
+    def _update_buttons(self) -> None:
+        busy = self.state == "running"
+        for button in (self.export_button, self.load_button, self.infer_button):
+            button.setEnabled(not busy)
+        self.parity_button.setEnabled(not busy and bool(self.artefacts()))
