@@ -211,6 +211,7 @@ class MainWindow(QMainWindow):
     def open_panel(self, key: str) -> QWidget | None:
         """The tab of an optional panel (export, checks), created on first use."""
         module, cls_name, title, _shortcut = OPTIONAL_PANELS[key]
+        current = self.current_view()
         found = self._find(lambda w: type(w).__name__ == cls_name)
         if found is not None:
             return found
@@ -223,7 +224,21 @@ class MainWindow(QMainWindow):
             box.open()
             return None
         self._add_tab(panel, title, "")
+        self._connect_panel(key, panel, current)
         return panel
+
+    def _connect_panel(self, key: str, panel: QWidget, current: InspectView | None) -> None:
+        """Export presets the open file's weights and sends its artefacts to the checks panel."""
+        if key != "export":
+            return
+        if current is not None:
+            panel.set_checkpoint(str(current.path))
+        panel.artefacts_ready.connect(self._check_artefacts)
+
+    def _check_artefacts(self, paths: list[str]) -> None:
+        panel = self.open_panel("checks")
+        if panel is not None:
+            panel.add_artefacts(paths)
 
     def _find(self, test: Callable[[QWidget], bool]) -> QWidget | None:
         """The first tab whose widget passes `test`, made current."""

@@ -158,3 +158,21 @@ def test_export_needs_a_target_and_a_folder(qtbot: QtBot, panel: ExportPanel,
     assert run(qtbot, panel, lambda: qtbot.mouseClick(panel.export_button,
                                                       Qt.MouseButton.LeftButton)) == "error"
     assert panel.banner.message() == "Choose at least one export target."
+
+
+def test_window_sends_export_artefacts_to_the_checks_panel(qtbot, files, tmp_path) -> None:
+    from gui.app import MainWindow
+
+    window = MainWindow()
+    qtbot.addWidget(window)
+    view = window.open_path(files["state_dict"])
+    qtbot.waitUntil(lambda: view.checkpoint is not None, timeout=10_000)
+    export = window.open_panel("export")
+    assert export is not None and export.weights.text() == str(files["state_dict"])
+    a, b = str(tmp_path / "a.pt"), str(tmp_path / "b.onnx")
+    export.artefacts_ready.emit([a, b])
+    checks = window.open_panel("checks")
+    assert checks is not None and window.tabs.currentWidget() is checks
+    texts = [checks.reference.currentText(), checks.candidate.currentText()]
+    assert texts == [a, b]
+    window.close()
