@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import platform
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QUrl
@@ -402,8 +403,22 @@ def create_app(argv: list[str] | None = None) -> QApplication:
 
 def main(files: list[str]) -> int:
     """Open the main window (with `files`, if any) and run until it closes."""
+    if not has_screen():
+        print("The desktop app needs a graphical session, and none was found (no DISPLAY or "
+              "WAYLAND_DISPLAY). Use the commands instead, e.g. `ckpt-studio inspect FILE`; see "
+              "`ckpt-studio --help`.", file=sys.stderr)
+        return 2
     app = create_app()
     window = MainWindow()
     window.show()
     window.open_files(files)
     return app.exec()
+
+
+def has_screen(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether Qt can open a window: always on Windows/macOS; on Linux, a display or a chosen
+    platform plugin (QT_QPA_PLATFORM=offscreen in tests) — otherwise Qt aborts the process."""
+    env = os.environ if environ is None else environ
+    if not sys.platform.startswith("linux"):
+        return True
+    return any(env.get(k) for k in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"))

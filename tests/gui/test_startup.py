@@ -49,3 +49,20 @@ def test_opening_files_in_the_window_does_not_import_torch(files: FixtureFiles,
     assert report["states"] == ["ready"] * 4, proc.stderr
     assert report["rows"] == [11, 10, 11, 11]
     assert report["torch"] == []
+
+
+def test_no_screen_gives_a_sentence_not_a_qt_abort() -> None:
+    import subprocess
+    import sys
+
+    from gui.app import has_screen
+
+    assert not has_screen({}) or not sys.platform.startswith("linux")
+    assert has_screen({"QT_QPA_PLATFORM": "offscreen"}) and has_screen({"DISPLAY": ":0"})
+    env = {k: v for k, v in __import__("os").environ.items()
+           if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    proc = subprocess.run([sys.executable, "-m", "core.cli"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    if sys.platform.startswith("linux"):
+        assert proc.returncode == 2
+        assert "needs a graphical session" in proc.stderr and "Traceback" not in proc.stderr
