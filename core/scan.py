@@ -26,6 +26,8 @@ DANGEROUS_MODULES = {
     "functools", "inspect", "pdb", "timeit", "platform", "shelve", "dill", "numpy.testing",
     "torch.hub", "torch.jit", "torch.ops", "torch._C", "torch.distributed", "torch.utils.cpp_extension",
 }
+REACH_THROUGH = {"os", "posix", "nt", "subprocess", "sys", "builtins", "__builtin__", "shutil",
+                 "socket", "runpy", "importlib", "ctypes", "pty", "marshal", "pickle"}
 SAFE_BUILTINS = {"builtins.set", "builtins.frozenset", "builtins.bytearray", "builtins.complex",
                  "builtins.slice", "builtins.range", "builtins.object"}
 
@@ -54,12 +56,20 @@ def severity_of(qualname: str) -> str:
     module = qualname.rpartition(".")[0]
     parts = module.split(".")
     prefixes = {".".join(parts[: i + 1]) for i in range(len(parts))}
-    if prefixes & DANGEROUS_MODULES or not qualname.isascii():
+    if prefixes & DANGEROUS_MODULES or not qualname.isascii() or _reaches_through(qualname):
         return "dangerous"
     if qualname.rpartition(".")[2] in {"eval", "exec", "system", "popen", "__import__", "getattr",
                                         "compile", "open", "apply", "call", "run", "spawn"}:
         return "dangerous"
     return "unknown"
+
+
+def _reaches_through(qualname: str) -> bool:
+    """A dotted path (protocol 4 resolves "torch.serialization" + "os.execv" attribute by
+    attribute) that passes through a system module or uses a dunder attribute (__globals__)."""
+    inner = qualname.split(".")[1:]
+    return (any(part in REACH_THROUGH for part in inner[:-1])
+            or any(len(part) > 4 and part.startswith("__") and part.endswith("__") for part in inner))
 
 
 def global_finding(qualname: str, where: str = "") -> Finding:

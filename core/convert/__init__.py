@@ -79,7 +79,7 @@ def convert(source: str | os.PathLike[str] | Checkpoint, destination: str | os.P
     options = options or ConvertOptions()
     plan = build_plan(checkpoint, options)
     ranges = verbatim_ranges(checkpoint.path, plan.items) if module.STREAMS else {}
-    hasher = SourceHasher(checkpoint.path, ranges)
+    hasher = SourceHasher(checkpoint.path, ranges, progress)
     job = Job(checkpoint, plan, options, hasher, overwrite=overwrite,
               max_shard_size=max_shard_size, progress=progress)
     try:
@@ -143,9 +143,17 @@ def _open(source: str | os.PathLike[str]) -> Checkpoint:
     return open_checkpoint(source)
 
 
+def _output_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError as exc:  # another conversion to the same place replaced it in the meantime
+        raise CheckpointError(f"'{path.name}' was replaced by another program right after it was "
+                              "written; convert again if you need this output.", str(exc)) from None
+
+
 def _result(job: Job, target: str, outputs: list[Path], digest: str, start: int) -> ConvertResult:
     plan: Plan = job.plan
-    files = [{"path": str(p), "size": p.stat().st_size} for p in outputs]
+    files = [{"path": str(p), "size": _output_size(p)} for p in outputs]
     verification = {"method": METHOD, "tensors": len(plan.items), "passed": True}
     metadata = job.metadata(digest) if target != torch_pt.NAME else {}
     if job.checkpoint.findings:

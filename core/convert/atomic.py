@@ -15,7 +15,7 @@ import contextlib
 import errno
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -29,6 +29,7 @@ class Staging:
     def __init__(self, finals: Iterable[Path], *, overwrite: bool, protect: Iterable[Path],
                  create_dir: Path | None = None) -> None:
         self.finals = [Path(p) for p in finals]
+        self.overwrite = overwrite
         self.temps: dict[Path, Path] = {}
         self.create_dir = create_dir  # a folder to make first (sharded output); removed on failure
         self._made_dir = False
@@ -72,10 +73,15 @@ class Staging:
             raise write_error(exc, self.finals[0]) from None
 
     def _commit(self) -> None:
-        for final in self.finals:
-            os.replace(self.temps.pop(final), final)
-        for folder in dict.fromkeys(p.parent for p in self.finals):
-            fsync_dir(folder)
+        with _locked(self.finals[0].parent if len(self.finals) > 1 else None):
+            if self.overwrite and len(self.finals) > 1:  # shards + the index that makes them a
+                with contextlib.suppress(FileNotFoundError):  # model: the old index goes first,
+                    self.finals[-1].unlink()  # so a set moved in half never loads as one
+            for final in self.finals:
+                _move(self.temps[final], final, self.overwrite)
+                del self.temps[final]  # moved: no longer ours to delete if a later move fails
+            for folder in dict.fromkeys(p.parent for p in self.finals):
+                fsync_dir(folder)
 
     def _discard(self) -> None:
         for temp in self.temps.values():
@@ -85,6 +91,41 @@ class Staging:
         if self._made_dir and self.create_dir is not None:
             with contextlib.suppress(OSError):
                 self.create_dir.rmdir()
+
+
+@contextlib.contextmanager
+def _locked(folder: Path | None) -> Iterator[None]:
+    """Hold an exclusive lock on `folder` while a set of files moves into it, so two writers'
+    sets never interleave (POSIX flock; elsewhere, and for a single file, no lock is needed)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        fcntl = None  # type: ignore[assignment]
+    if folder is None or fcntl is None:
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _move(temp: Path, final: Path, overwrite: bool) -> None:
+    """os.replace; without `overwrite`, a hard link instead, which fails (EEXIST) when another
+    writer created `final` since we checked, so two conversions never both claim it."""
+    if overwrite:
+        os.replace(temp, final)
+        return
+    try:
+        os.link(temp, final)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here (FAT, some network drives): plain rename
+        os.replace(temp, final)
+        return
+    os.unlink(temp)
 
 
 def check_destinations(finals: list[Path], *, overwrite: bool, protect: list[Path],
@@ -113,6 +154,10 @@ def write_error(exc: OSError, path: Path) -> CheckpointError:
         return CheckpointError(f"The disk is full: there is not enough free space to write "
                                f"'{path.name}'. Nothing was written; free some space or choose "
                                "another folder.", str(exc))
+    if exc.errno == errno.EEXIST:
+        return CheckpointError(f"'{path.name}' already exists: another program wrote it while "
+                               "this conversion ran. Nothing was written; choose another name, or "
+                               "allow overwriting it (--overwrite).", str(exc))
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return CheckpointError(f"Checkpoint Studio may not write to '{path.parent}' (permission "
                                "denied or read-only). Nothing was written; choose another "

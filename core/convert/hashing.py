@@ -16,13 +16,16 @@ import zlib
 from pathlib import Path
 
 from core.errors import Cancelled, CheckpointError
+from core.progress import Progress
 
 BUFFER = 8 << 20
 
 
 class SourceHasher:
-    def __init__(self, path: Path, ranges: dict[str, tuple[int, int]] | None = None) -> None:
+    def __init__(self, path: Path, ranges: dict[str, tuple[int, int]] | None = None,
+                 progress: Progress | None = None) -> None:
         self.path = Path(path)
+        self.progress = progress  # waiting for the pass ends with Cancelled when it is cancelled
         self.ranges = dict(ranges or {})  # tensor name -> [start, end) byte range in `path`
         self.placeholder = secrets.token_hex(32)  # same length as the digest it stands for
         self._stop = threading.Event()
@@ -66,7 +69,11 @@ class SourceHasher:
         self._thread.join()
 
     def _join(self) -> None:
-        self._thread.join()
+        while self._thread.is_alive():  # a slow disk can keep the pass going long after the copy
+            self._thread.join(0.05)
+            if self.progress is not None and self.progress.cancelled():
+                self.stop()
+                raise Cancelled()
         if isinstance(self._error, OSError):
             raise CheckpointError(f"The source file '{self.path.name}' could not be read.",
                                   str(self._error))

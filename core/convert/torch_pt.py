@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import mmap
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from core.convert.atomic import Staging
 from core.convert.job import Job
 from core.convert.stream import byte_start, is_raw_contiguous, tensor_bytes, torch_dtype
 from core.convert.transforms import Item
 from core.convert.verify import Written, checksum, verify_torch
-from core.errors import CheckpointError
+from core.errors import Cancelled, CheckpointError
+from core.progress import Progress
 
 STREAMS = False
 NAME = "pt"
@@ -35,7 +36,7 @@ def write(job: Job, destination: Path) -> list[Path]:
         tmp = stage.temp(destination)
         maps: dict[Path, mmap.mmap] = {}
         state, written = build_state(job, maps)
-        save(state, tmp)
+        save(state, tmp, job.progress)
         del state
         maps.clear()
         stage.sync(tmp)
@@ -43,20 +44,36 @@ def write(job: Job, destination: Path) -> list[Path]:
     return [destination]
 
 
-def save(state: dict[str, Any], path: Path) -> None:
-    """torch.save into our own file object, so a failed write surfaces as its OSError."""
+def save(state: dict[str, Any], path: Path, progress: Progress | None = None) -> None:
+    """torch.save into our own file object, so a failed write surfaces as its OSError, and a
+    cancel is noticed between two writes (torch.save itself reports no progress)."""
     import torch
 
     try:
         with open(path, "r+b") as f:  # the empty temp file (no truncate, see safetensors_single)
-            torch.save(state, f)
+            torch.save(state, f if progress is None else _CancellableFile(f, progress))
     except RuntimeError as exc:  # torch's writer fails again while closing after an OSError
         cause = exc.__context__
-        while cause is not None and not isinstance(cause, OSError):
+        while cause is not None and not isinstance(cause, (OSError, Cancelled)):
             cause = cause.__context__
         if cause is not None:
             raise cause from None
         raise CheckpointError("torch could not write the .pt file.", str(exc)) from None
+
+
+class _CancellableFile:
+    """What torch.save writes to: the file, checking for a cancel before every write."""
+
+    def __init__(self, f: BinaryIO, progress: Progress) -> None:
+        self.f, self.progress = f, progress
+
+    def write(self, data: Any) -> int:
+        if self.progress.cancelled():
+            raise Cancelled()
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def build_state(job: Job, maps: dict[Path, mmap.mmap]) -> tuple[dict[str, Any], list[Written]]:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.errors import CheckpointError, CorruptFile
+from core.errors import CheckpointError, CorruptFile, UnsafeContent
 from core.formats.pickle_checks import KeyChecker, check_tree
 from core.formats.pickle_opcodes import DISPATCH
 from core.formats.pickle_ops import (
@@ -88,15 +88,28 @@ def load(
                   quiet_globals, encoding, limits)
     try:
         value = vm.run()
-    except CheckpointError:
-        raise
+        check_tree(value, limits.max_depth, limits.max_nodes, where)
+    except CheckpointError as exc:
+        raise _name_dangerous(exc, list(vm.findings.values())) from None
     except (IndexError, KeyError, TypeError, ValueError, AttributeError, struct.error,
             UnicodeError, OverflowError, RecursionError, MemoryError) as exc:
-        raise CorruptFile("The file's data could not be read; it is damaged or not a real "
-                          "checkpoint.", f"{where} at byte {vm.op_pos}: {type(exc).__name__}: "
-                          f"{exc}") from None
-    check_tree(value, limits.max_depth, limits.max_nodes, where)
+        error = CorruptFile("The file's data could not be read; it is damaged or not a real "
+                            "checkpoint.", f"{where} at byte {vm.op_pos}: {type(exc).__name__}: "
+                            f"{exc}")
+        raise _name_dangerous(error, list(vm.findings.values())) from None
     return PickleResult(value, list(vm.findings.values()), vm.pos, vm.proto)
+
+
+def _name_dangerous(error: CheckpointError, findings: list[Finding]) -> CheckpointError:
+    """A pickle that fails to read after naming dangerous globals: refuse it as unsafe, naming
+    them (a malformed file must not hide that loading it would run code)."""
+    names = [f.name for f in findings if f.kind == "global" and f.severity == "dangerous"]
+    if not names or isinstance(error, UnsafeContent):
+        return error
+    listed = ", ".join(f"'{n}'" for n in names[:3]) + (" and more" if len(names) > 3 else "")
+    return UnsafeContent(f"This file asks to run {listed} when it is loaded, and its data is "
+                         "damaged; it was not opened and nothing in it was run.", findings,
+                         f"{error.message} ({error.details})" if error.details else error.message)
 
 
 def is_pickle_start(head: bytes) -> bool:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from core.dtypes import itemsize
-from core.errors import CheckpointError, CorruptFile
+from core.errors import CheckpointError, CorruptFile, UnsafeContent
 from core.formats import pickle_vm
 from core.formats.pickle_ops import tensor_info as checked_tensor_info
 from core.formats.torch_zip import parse_storage_id
@@ -206,6 +206,8 @@ def scan_nested_pickle(archive: ZipArchive, record: str) -> list[Finding]:
         if is_zip(data):
             data, where = _inner_data_pkl(data, where)
         return pickle_vm.load(data, where=where, persistent_load=_any_storage(where)).findings
+    except UnsafeContent as exc:  # damaged, and it names code it would run: report that code
+        return list(exc.findings)
     except CheckpointError:
         return [Finding(kind="structure", name=record, severity="unknown", where=where,
                         message=f"The entry '{record}', which loading the model would unpickle, "

@@ -11,7 +11,7 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from core.errors import CheckpointError, CorruptFile, UnsafeContent
 from core.formats import safetensors
@@ -27,7 +27,7 @@ def sniff(path: Path, head: bytes) -> bool:
         return False
     try:
         with Path(path).open("rb") as f:
-            return b'"weight_map"' in f.read(MAX_INDEX_BYTES)
+            return b'"weight_map"' in _read_at_most(f, MAX_INDEX_BYTES)
     except OSError:
         return False
 
@@ -57,10 +57,15 @@ def open(path: Path) -> Checkpoint:
                       metadata=metadata, findings=findings)
 
 
+def _read_at_most(f: BinaryIO, limit: int) -> bytes:
+    """Up to `limit` bytes; read(limit) itself would allocate `limit` bytes for any file."""
+    return f.read(min(limit, os.fstat(f.fileno()).st_size + 1))
+
+
 def _load_index(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as f:
-            raw = f.read(MAX_INDEX_BYTES + 1)
+            raw = _read_at_most(f, MAX_INDEX_BYTES + 1)
     except OSError as exc:
         raise CheckpointError(f"The file '{path.name}' could not be read.", str(exc)) from None
     if len(raw) > MAX_INDEX_BYTES:

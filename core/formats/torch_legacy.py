@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from core.dtypes import itemsize
-from core.errors import CorruptFile, UnsupportedFormat
+from core.errors import CorruptFile, UnsafeContent, UnsupportedFormat
 from core.formats import pickle_vm
 from core.formats.pickle_ops import brief
 from core.formats.pickle_vm import Limits, PickleResult, StorageType
-from core.model import Checkpoint, Storage
+from core.model import Checkpoint, Finding, Storage
 
 FORMAT = "torch-legacy"
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
@@ -37,7 +37,18 @@ def sniff(path: Path, head: bytes) -> bool:
         result = pickle_vm.load(head, where="magic number", limits=_SNIFF_LIMITS)
     except CorruptFile:
         return False
-    return type(result.value) is int and result.value == MAGIC_NUMBER
+    if type(result.value) is int and result.value == MAGIC_NUMBER:
+        return True
+    _refuse_code(result.findings)  # a plain pickle: torch.load would unpickle it all the same
+    return False
+
+
+def _refuse_code(findings: list[Finding]) -> None:
+    names = [f.name for f in findings if f.kind == "global" and f.severity == "dangerous"]
+    if names:
+        raise UnsafeContent(f"This file is a plain pickle, not a PyTorch checkpoint, and loading "
+                            f"it (as torch.load would) runs '{names[0]}'; it was not opened.",
+                            findings)
 
 
 def open(path: Path) -> Checkpoint:  # noqa: A001 - the reader interface

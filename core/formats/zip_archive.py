@@ -134,14 +134,17 @@ def open_archive(path: Path) -> ZipArchive:
     try:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
-            concat = _prepended_bytes(zf, path)
+            concat, count = _prepended_bytes(zf, path)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError,
-            struct.error) as exc:
+            struct.error, NotImplementedError) as exc:  # NotImplementedError: "zip version 24.9"
         raise CorruptFile(_DAMAGED.format("its ZIP directory could not be read"),
                           f"{type(exc).__name__}: {exc}") from None
     if concat:
         raise CorruptFile(_DAMAGED.format("it has extra data in front of its ZIP archive"),
                           f"{concat} unexpected bytes before the archive")
+    if count is not None and count != len(infos):  # torch (miniz) reads `count` entries
+        raise CorruptFile(_DAMAGED.format("its ZIP directory is inconsistent"),
+                          f"the end record lists {count} entries, the directory {len(infos)}")
     if not infos:
         raise CorruptFile(_DAMAGED.format("the archive is empty"))
     folder, sep, _ = infos[0].orig_filename.partition("/")
@@ -215,16 +218,17 @@ def _fold(name: str) -> str:
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
-def _prepended_bytes(zf: zipfile.ZipFile, path: Path) -> int:
-    """Bytes before the archive proper (zipfile tolerates them, torch's reader does not)."""
+def _prepended_bytes(zf: zipfile.ZipFile, path: Path) -> tuple[int, int | None]:
+    """Bytes before the archive proper (zipfile tolerates them, torch's reader does not), and
+    the entry count the end record states (zipfile ignores it; torch reads that many)."""
     end_rec = getattr(zipfile, "_EndRecData", None)
     if end_rec is None:  # pragma: no cover - stdlib internals changed
-        return 0
+        return 0, None
     with open(path, "rb") as f:
         rec = end_rec(f)
     if rec is None:  # pragma: no cover - zipfile already parsed it
-        return 0
-    return zf.start_dir - rec[zipfile._ECD_OFFSET]
+        return 0, None
+    return zf.start_dir - rec[zipfile._ECD_OFFSET], rec[zipfile._ECD_ENTRIES_TOTAL]
 
 
 def _read_record(path: Path, offset: int, rec: Record) -> bytes:

@@ -1,0 +1,153 @@
+"""Property-based fuzzing: mutated bytes of every fixture format fed to open_checkpoint.
+
+Only a CheckpointError may come out of opening, inspecting or reading a tensor of a mutated file,
+each example ends within a deadline, and the whole run has a time budget (FUZZ_SECONDS in total,
+shared by the formats), so CI time stays bounded. Edits favour the bytes a reader interprets
+(pickles, headers, zip directories), where the bugs live, over raw tensor data.
+
+Examples are derandomized so CI is repeatable; set CKPT_FUZZ_RANDOM=1 to explore new ones, and
+CKPT_FUZZ_SECONDS to fuzz longer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import random
+import shutil
+import time
+import zipfile
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import strategies as st
+
+from core.errors import CheckpointError
+from core.formats import open_checkpoint
+from core.inspect import inspect_checkpoint
+from core.report import to_json
+from core.tensor_io import read_tensor
+from tests.fixtures.models import FixtureFiles
+from tests.security.payloads import legacy_pickles
+
+FUZZ_SECONDS = float(os.environ.get("CKPT_FUZZ_SECONDS", "56"))
+TARGETS = ["state_dict", "training", "legacy", "safetensors", "sharded_index", "torchscript",
+           "pt2", "onnx"]
+BUDGET = FUZZ_SECONDS / len(TARGETS)
+ROUND = 25  # examples per hypothesis run; the budget is checked between runs
+READ_LIMIT = 1 << 20  # tensors larger than this (after a mutation) are not read back
+Span = tuple[int, int]
+
+
+def hot_spans(path: Path, data: bytes) -> list[Span]:
+    """The byte ranges a reader interprets for this format (the rest is tensor data)."""
+    if data[:4] == b"PK\x03\x04":
+        with zipfile.ZipFile(path) as zf:
+            spans = [(i.header_offset, i.header_offset + 30 + len(i.filename) + i.compress_size)
+                     for i in zf.infolist() if "/data/" not in i.filename
+                     and "/weights/weight_" not in i.filename]
+            return [*spans, (zf.start_dir, len(data))]
+    if path.suffix == ".safetensors":
+        return [(0, 8 + int.from_bytes(data[:8], "little"))]
+    if path.suffix == ".pt":  # legacy: the five pickles before the storages
+        return [(0, legacy_pickles(data)[-1][1])]
+    return [(0, len(data))]
+
+
+class Target:
+    """One fixture's pristine bytes, where to write a mutant, and the clock of its budget."""
+
+    def __init__(self, files: FixtureFiles, key: str, folder: Path) -> None:
+        src = files[key]
+        if key == "sharded_index":
+            shutil.copytree(src.parent, folder)
+            self.path = folder / src.name
+        else:
+            folder.mkdir()
+            self.path = folder / src.name
+        self.data = src.read_bytes()
+        self.spans = hot_spans(src, self.data)
+        self.started: float | None = None
+        self.examples = self.opened = 0
+
+    def out_of_time(self) -> bool:
+        now = time.monotonic()
+        self.started = self.started or now
+        return now - self.started > BUDGET
+
+
+@st.composite
+def mutations(draw: st.DrawFn, size: int, spans: list[Span]) -> list[tuple[int, int, bytes]]:
+    """1-4 edits (offset, bytes removed, bytes inserted), mostly overwrites in a hot span."""
+    edits = []
+    for _ in range(draw(st.integers(1, 4))):
+        start, end = draw(st.sampled_from(spans)) if draw(st.integers(0, 4)) else (0, size)
+        at = draw(st.integers(start, max(start, min(end, size) - 1)))
+        kind = draw(st.sampled_from(["overwrite"] * 6 + ["insert", "delete"]))
+        n = draw(st.integers(1, 4 if kind == "overwrite" else 8))
+        if kind == "delete":
+            edits.append((at, n, b""))
+            continue
+        data = draw(st.binary(min_size=n, max_size=n)
+                    | st.sampled_from([b"\x00", b"\xff", b"\x7f", b"\x80"]).map(lambda b, n=n: b * n))
+        edits.append((at, n if kind == "overwrite" else 0, data))
+    return edits
+
+
+def mutate(data: bytes, edits: list[tuple[int, int, bytes]]) -> bytes:
+    buf = bytearray(data)
+    for at, removed, inserted in edits:
+        buf[at:at + removed] = inserted
+    return bytes(buf)
+
+
+def exercise(path: Path) -> bool:
+    """Open, inspect, render and read small tensors; True when the file opened."""
+    try:
+        ckpt = open_checkpoint(path)
+        to_json(inspect_checkpoint(ckpt))
+    except CheckpointError:
+        return False
+    for info in ckpt.all_tensors()[:64]:
+        if info.nbytes <= READ_LIMIT and (info.storage is None or info.storage.nbytes <= READ_LIMIT):
+            with contextlib.suppress(CheckpointError):
+                read_tensor(info)
+    return True
+
+
+@pytest.fixture(scope="module")
+def targets(files: FixtureFiles, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Target]:
+    root = tmp_path_factory.mktemp("fuzz")
+    return {key: Target(files, key, root / key) for key in TARGETS}
+
+
+def fuzz_round(target: Target, seed_value: int) -> None:
+    """ROUND examples from one seed (each round starts where its seed says, so runs repeat)."""
+    @seed(seed_value)
+    @settings(max_examples=ROUND, deadline=timedelta(seconds=5), database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(mutations(len(target.data), target.spans))
+    def fuzz(edits: list[tuple[int, int, bytes]]) -> None:
+        target.path.write_bytes(mutate(target.data, edits))
+        target.examples += 1
+        target.opened += exercise(target.path)
+
+    fuzz()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(int(BUDGET) + 60)
+@pytest.mark.parametrize("key", TARGETS)
+def test_mutated_files_raise_only_checkpoint_errors(targets: dict[str, Target], key: str) -> None:
+    target = targets[key]
+    first = random.randrange(1 << 30) if "CKPT_FUZZ_RANDOM" in os.environ else 0
+    for seed_value in itertools.count(first):
+        if target.out_of_time():
+            break
+        fuzz_round(target, seed_value)
+    assert target.examples > 10, "the budget allowed too few examples to mean anything"
+    print(f"{key}: {target.examples} mutants from seeds {first}..{seed_value - 1}, "
+          f"{target.opened} still opened")
