@@ -20,6 +20,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="show technical details")
+    parser.add_argument("--self-test", action="store_true",
+                        help="check this installation on a tiny bundled model: open, convert, "
+                        "export (ONNX, TorchScript, .pt2, int8) and a parity check; exit 0 when "
+                        "all of it works")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("inspect", help="list a file's tensors: names, shapes, dtypes, sizes")
@@ -81,6 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or (argv[0] not in commands and not argv[0].startswith("-")):
         return _open_gui(argv)
     args = parser.parse_args(argv)
+    if args.self_test:
+        from core.selftest import run as run_self_test
+
+        return run_self_test()
     if args.command is None:
         parser.print_help()
         return EXIT_OK

@@ -1,0 +1,173 @@
+"""The frozen build: `python packaging/build.py`, then the bundle, the .deb and the .tar.gz checked.
+
+Slow (a PyInstaller build of torch takes many minutes), so it runs only when asked:
+
+    CKPT_STUDIO_BUILD=1 QT_QPA_PLATFORM=offscreen python -m pytest -q tests/packaging/test_build.py
+    CKPT_STUDIO_BUILD=reuse ...   # check the dist/ already built, without building again
+
+Every frozen run happens with a clean environment (`env -i`: no venv, no PYTHONPATH), so the
+bundle proves it carries everything itself.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from core import __version__
+
+ROOT = Path(__file__).resolve().parents[2]
+DIST = ROOT / "dist"
+FOLDER = DIST / "checkpoint-studio"
+EXE = FOLDER / "ckpt-studio"
+# The issue aimed at <= 600 MB; torch's CPU library alone is 330 MiB stripped, and the folder
+# measured 617.0 MiB after every exclusion (packaging/README.md, "Size"). This guards against
+# regressions from there.
+SIZE_LIMIT = 625 * 2**20
+GUI_SECONDS = 20
+BUILD = os.environ.get("CKPT_STUDIO_BUILD", "")
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(3600),
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux build only"),
+    pytest.mark.skipif(BUILD not in ("1", "reuse"),
+                       reason="builds for many minutes: set CKPT_STUDIO_BUILD=1 (or =reuse)"),
+]
+
+
+@pytest.fixture(scope="module")
+def built() -> Path:
+    if BUILD == "1":
+        pytest.importorskip("PyInstaller", reason="pip install -e '.[package]'")
+        subprocess.run([sys.executable, str(ROOT / "packaging" / "build.py")], cwd=ROOT, check=True,
+                       timeout=3300)
+    if not EXE.is_file():
+        pytest.fail(f"{EXE} was not built")
+    return FOLDER
+
+
+def clean_env(home: Path, **extra: str) -> list[str]:
+    """`env -i` with only what a desktop session would have: no venv, no PYTHONPATH."""
+    pairs = {"HOME": str(home), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", **extra}
+    return ["env", "-i", *(f"{k}={v}" for k, v in pairs.items())]
+
+
+def test_frozen_self_test_passes_in_a_clean_environment(built: Path, tmp_path: Path) -> None:
+    result = subprocess.run([*clean_env(tmp_path), str(EXE), "--self-test"], capture_output=True,
+                            text=True, timeout=600, cwd=tmp_path)
+    print(result.stdout, result.stderr)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "(frozen)" in result.stdout and "self-test passed" in result.stdout
+
+
+def test_bundle_has_qt_platform_plugins_and_size_is_reported(built: Path) -> None:
+    platforms = built / "_internal" / "PySide6" / "Qt" / "plugins" / "platforms"
+    for plugin in ("libqoffscreen.so", "libqxcb.so"):
+        assert (platforms / plugin).is_file(), plugin
+    size = sum(p.lstat().st_size for p in built.rglob("*") if p.is_file() and not p.is_symlink())
+    print(f"bundle size: {size / 2**20:.1f} MiB = {size / 1e6:.0f} MB "
+          f"(limit {SIZE_LIMIT / 2**20:.0f} MiB)")
+    assert size <= SIZE_LIMIT
+
+
+def test_tarball_holds_the_folder(built: Path) -> None:
+    (tarball,) = DIST.glob(f"checkpoint-studio-{__version__}-linux-*.tar.gz")
+    with tarfile.open(tarball) as tar:
+        names = set(tar.getnames())
+    top = tarball.name.removesuffix(".tar.gz")
+    assert f"{top}/ckpt-studio" in names
+    assert f"{top}/_internal/resources/selftest/tiny.safetensors" in names
+
+
+@pytest.fixture(scope="module")
+def deb_root(built: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("dpkg") is None:
+        pytest.skip("dpkg is not installed")
+    (deb,) = DIST.glob(f"checkpoint-studio_{__version__}_*.deb")
+    root = tmp_path_factory.mktemp("deb-root")
+    subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True)
+    return root
+
+
+def test_deb_installs_the_app_its_link_and_desktop_integration(deb_root: Path) -> None:
+    link = deb_root / "usr" / "bin" / "ckpt-studio"
+    assert link.is_symlink() and not os.path.isabs(os.readlink(link))
+    assert link.resolve() == (deb_root / "opt" / "checkpoint-studio" / "ckpt-studio").resolve()
+    share = deb_root / "usr" / "share"
+    expected = ["applications/ckpt-studio.desktop", "mime/packages/ckpt-studio.xml",
+                "metainfo/io.github.checkpoint_studio.CheckpointStudio.metainfo.xml",
+                "icons/hicolor/scalable/apps/ckpt-studio.svg", "doc/checkpoint-studio/copyright"]
+    expected += [f"icons/hicolor/{n}x{n}/apps/ckpt-studio.png" for n in (16, 32, 48, 128, 256, 512)]
+    missing = [name for name in expected if not (share / name).is_file()]
+    assert not missing
+    mime = (share / "mime" / "packages" / "ckpt-studio.xml").read_text()
+    for glob in ("*.safetensors", "*.pt", "*.pth", "*.ckpt", "*.onnx"):
+        assert f'pattern="{glob}"' in mime
+
+
+def test_deb_link_runs_the_app(deb_root: Path, tmp_path: Path) -> None:
+    result = subprocess.run([*clean_env(tmp_path), str(deb_root / "usr" / "bin" / "ckpt-studio"),
+                             "--version"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert __version__ in result.stdout
+
+
+def test_desktop_file_and_metainfo_validate(deb_root: Path) -> None:
+    share = deb_root / "usr" / "share"
+    validators = {"desktop-file-validate": [str(share / "applications" / "ckpt-studio.desktop")],
+                  "appstreamcli": ["validate", "--no-net", *map(str, (share / "metainfo").iterdir())]}
+    ran = []
+    for tool, args in validators.items():
+        if shutil.which(tool):
+            result = subprocess.run([tool, *args], capture_output=True, text=True)
+            assert result.returncode == 0, result.stdout + result.stderr
+            ran.append(tool)
+    if not ran:
+        pytest.skip("neither desktop-file-validate nor appstreamcli is installed "
+                    "(apt-get install -y desktop-file-utils appstream)")
+
+
+def test_deb_control_fields(deb_root: Path) -> None:
+    (deb,) = DIST.glob(f"checkpoint-studio_{__version__}_*.deb")
+    fields = subprocess.run(["dpkg-deb", "-f", str(deb), "Package", "Version", "Depends"],
+                            capture_output=True, text=True, check=True).stdout
+    assert "Package: checkpoint-studio" in fields and f"Version: {__version__}" in fields
+    assert "libxcb-icccm4" in fields  # Qt's xcb plugin needs it; PyInstaller leaves it to the OS
+
+
+def test_frozen_gui_starts_offscreen(built: Path, tmp_path: Path) -> None:
+    """The window comes up and the app keeps running (a missing Qt plugin or import exits early)."""
+    env = clean_env(tmp_path, QT_QPA_PLATFORM="offscreen")
+    with subprocess.Popen([*env, str(EXE)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, cwd=tmp_path) as process:
+        deadline = time.monotonic() + GUI_SECONDS
+        while process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        alive = process.poll() is None
+        process.terminate()
+        output, _ = process.communicate(timeout=30)
+    assert alive, f"the GUI exited with {process.returncode}:\n{output}"
+    assert "Traceback" not in output
+
+
+def test_frozen_gui_screenshot(built: Path, tmp_path: Path) -> None:
+    """Saves the frozen window's screenshot, once the GUI can be asked for one (see the skip)."""
+    if "CKPT_STUDIO_SCREENSHOT" not in (ROOT / "gui" / "app.py").read_text(encoding="utf-8"):
+        pytest.skip("gui/app.py has no way to save a screenshot and quit; asked for "
+                    "CKPT_STUDIO_SCREENSHOT=PATH (grab the main window once shown, save, exit 0)")
+    shot = tmp_path / "frozen-gui.png"
+    env = clean_env(tmp_path, QT_QPA_PLATFORM="offscreen", CKPT_STUDIO_SCREENSHOT=str(shot))
+    result = subprocess.run([*env, str(EXE)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert shot.is_file() and shot.stat().st_size > 1000
+    saved = DIST / "frozen-gui.png"
+    shutil.copyfile(shot, saved)
+    print(f"screenshot: {saved}")
