@@ -32,7 +32,7 @@ from core.errors import CheckFailed
 from gui.jobs import CODE_FORMATS, artefact_formats, run_latency, run_parity, save_report
 from gui.models.parity_table import ParityTableModel, legend_html
 from gui.views.job_bar import JobBar
-from gui.views.parts import ErrorBanner, ask_trust, hbox, run_job
+from gui.views.parts import ErrorBanner, JobPanelState, ask_trust, hbox, run_job
 from gui.views.spec_editor import SpecEditor
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -78,7 +78,7 @@ def _tolerance(edit: QLineEdit) -> float | None:
     return float(text) if text else None
 
 
-class ChecksPanel(QWidget):
+class ChecksPanel(JobPanelState, QWidget):
     finished = Signal(str)  # "done" | "error" | "cancelled" | "declined" at the end of a run
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -346,22 +346,6 @@ class ChecksPanel(QWidget):
                                               ARTEFACTS)
         if path:
             combo.setCurrentText(path)
-
-    def _begin(self) -> None:
-        self.state = "running"
-        self.status.clear()
-        self.banner.clear()
-        self._update_buttons()
-
-    def _end(self, state: str, status: str) -> None:
-        self.state = state
-        self.status.setText(status)
-        self._update_buttons()
-        self.finished.emit(state)
-
-    def _fail(self, message: str, details: str) -> None:
-        self.banner.show_message(message, details)
-        self._end("error", "")
 
     def _on_cancelled(self) -> None:
         self._end("cancelled", "Cancelled.")

@@ -37,7 +37,7 @@ from gui.jobs import LoadedModel, infer_inputs, load_model, run_export
 from gui.models.export_results import NOTES, ExportResultsModel, planned_rows
 from gui.models.parity_table import status_color
 from gui.views.job_bar import JobBar
-from gui.views.parts import ErrorBanner, PathField, hbox, run_job
+from gui.views.parts import ErrorBanner, JobPanelState, PathField, hbox, run_job
 from gui.views.spec_editor import SpecEditor
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -50,7 +50,7 @@ TRUST_TEXT = ("Loading a TorchScript, .pt2 or pickled model runs code stored in 
 WEIGHTS_FILTER = "Checkpoints (*.pt *.pth *.bin *.ckpt *.safetensors *.json);;All files (*)"
 
 
-class ExportPanel(QWidget):
+class ExportPanel(JobPanelState, QWidget):
     artefacts_ready = Signal(list)  # paths of the exported artefacts, for the checks panel
     finished = Signal(str)  # "done" | "error" | "cancelled" at the end of a load or an export
 
@@ -368,22 +368,6 @@ class ExportPanel(QWidget):
             self.details.setPlainText(self.results_model.details(rows[0].row()))
 
     # -- state -----------------------------------------------------------------------------------
-    def _begin(self) -> None:
-        self.state = "running"
-        self.status.clear()
-        self.banner.clear()
-        self._update_buttons()
-
-    def _end(self, state: str, status: str) -> None:
-        self.state = state
-        self.status.setText(status)
-        self._update_buttons()
-        self.finished.emit(state)
-
-    def _fail(self, message: str, details: str) -> None:
-        self.banner.show_message(message, details)
-        self._end("error", "")
-
     def _on_cancelled(self) -> None:
         if not self.results:
             self.results_model.clear()

@@ -113,3 +113,29 @@ def ask_trust(parent: QWidget, paths: list[str]) -> bool:
     box.setDefaultButton(QMessageBox.StandardButton.Cancel)
     box.exec()
     return box.clickedButton() is run
+
+
+class JobPanelState:
+    """The run state a job panel shows (export, checks): `state`, a status line, an error banner.
+
+    Mixed into a QWidget that has `status` (QLabel), `banner` (ErrorBanner), a `finished(str)`
+    signal and `_update_buttons()`.
+    """
+
+    state: str
+
+    def _begin(self) -> None:
+        self.state = "running"
+        self.status.clear()
+        self.banner.clear()
+        self._update_buttons()
+
+    def _end(self, state: str, status: str) -> None:
+        self.state = state
+        self.status.setText(status)
+        self._update_buttons()
+        self.finished.emit(state)
+
+    def _fail(self, message: str, details: str) -> None:
+        self.banner.show_message(message, details)
+        self._end("error", "")
