@@ -12,6 +12,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QSplitter,
@@ -148,7 +149,17 @@ class InspectView(QWidget):
         self.state = "error"
         self.message.show_message(message, details, "Try again")
         self.pages.setCurrentWidget(self.message)
+        self._error_box(message, details)
         self.failed.emit(message)
+
+    def _error_box(self, message: str, details: str) -> None:
+        """The plain sentence in a (non-blocking) message box too, with the details folded away."""
+        box = QMessageBox(QMessageBox.Icon.Warning, f"Could not open {Path(self.path).name}",
+                          message, QMessageBox.StandardButton.Ok, self)
+        if details:
+            box.setDetailedText(details)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
 
     def _on_cancelled(self) -> None:
         self._job = None
