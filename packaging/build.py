@@ -38,14 +38,6 @@ EXE = "ckpt-studio"
 APPSTREAM_ID = "io.github.checkpoint_studio.CheckpointStudio"
 MAINTAINER = "Checkpoint Studio developers <checkpoint-studio@example.invalid>"  # placeholder
 HOMEPAGE = "https://example.invalid/checkpoint-studio"  # placeholder until the project has one
-# Debian packages of the system libraries the bundle links to but PyInstaller leaves to the OS:
-# every DT_NEEDED name of the bundle's ELF files that the bundle itself lacks (see "Linux
-# dependencies" in packaging/README.md for the command). glibc: the newest GLIBC_ symbol
-# version the bundle uses, i.e. the build machine's (Debian 12 here).
-DEB_DEPENDS = [
-    "libc6 (>= 2.36)", "libgl1", "libegl1", "libxcb1", "libxcb-icccm4", "libxcb-keysyms1",
-    "libwayland-client0", "libwayland-cursor0", "libwayland-egl1",
-]
 # Build and test tools of the environment, never in the bundle (their licences are not copied;
 # every other installed distribution's are, as a superset of what the bundle holds).
 BUILD_ONLY = {"pip", "wheel", "pyinstaller", "pyinstaller-hooks-contrib", "altgraph", "pytest",
@@ -189,7 +181,8 @@ def _write_control(root: Path, version: str, arch: str) -> None:
     template = (HERE / "debian" / "control.in").read_text(encoding="utf-8")
     control = template.format(version=version, arch=arch, maintainer=MAINTAINER,
                               installed_size=folder_size(root) // 1024 + 1,
-                              depends=", ".join(DEB_DEPENDS), homepage=HOMEPAGE)
+                              depends=", ".join(slim.deb_depends(internal_dir(root / "opt" / APP))),
+                              homepage=HOMEPAGE)
     (root / "DEBIAN").mkdir(parents=True, exist_ok=True)
     (root / "DEBIAN" / "control").write_text(control, encoding="utf-8")
 
@@ -254,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stripped symbols: {mib(slim.strip_libraries(internal_dir(folder)))} saved")
         orphans = slim.prune_orphans(internal_dir(folder))
         print(f"libraries nothing needs any more, removed: {len(orphans)} ({', '.join(orphans)})")
+        _, unprovided = slim.os_needs(internal_dir(folder))
+        if unprovided:
+            print(f"WARNING: needed but neither bundled nor in slim.OS_LIBRARIES: {sorted(unprovided)}")
     print(f"licence files copied: {copy_licences(folder)}")
     print(size_report(folder), flush=True)
     if args.installers and sys.platform.startswith("linux"):

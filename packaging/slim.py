@@ -20,6 +20,9 @@ EXCLUDED_MODULES = [
     # development and test tooling that the venv has but the app never imports
     "pytest", "_pytest", "hypothesis", "importlinter", "grimp", "PyInstaller", "pip",
     "IPython", "jupyter_client", "notebook", "tkinter", "_tkinter", "matplotlib",
+    # standard-library and helper modules nothing in the app imports (checked by the self-test)
+    "sqlite3", "_sqlite3", "readline", "setuptools", "pkg_resources", "distutils", "fsspec",
+    "numpy.f2py",
     # torch's own test suite and optional integrations (each imported only by tests/plugins)
     "torch.utils.tensorboard", "tensorboard", "onnx.backend.test",
     # Qt modules no view uses (pyqtgraph needs QtOpenGL; it imports QtTest inside try/except)
@@ -67,6 +70,33 @@ KEPT_FILES = [
     "torch/ao/*",  # ...and tracing a dynamically quantized (int8) model compiles torch.ao's
 ]
 
+# Libraries of the desktop itself, left to the OS as AppImage's excludelist does: a bundled copy
+# of glibc, libstdc++, fontconfig, glib, dbus or X11/xcb/GL clashes with the system's config files
+# and GPU drivers. Each soname maps to the Debian package that provides it; the .deb depends on
+# the packages of the names the bundle needs (build.py), and the build test fails on a needed name
+# that is neither bundled nor listed here.
+_GLIBC = "libc6 (>= 2.36)"  # the build machine's glibc: the newest GLIBC_ symbol version used
+OS_LIBRARIES = {
+    "ld-linux-x86-64.so.2": _GLIBC, "ld-linux-aarch64.so.1": _GLIBC, "libc.so.6": _GLIBC,
+    "libdl.so.2": _GLIBC, "libm.so.6": _GLIBC, "libpthread.so.0": _GLIBC, "librt.so.1": _GLIBC,
+    "libutil.so.1": _GLIBC, "libresolv.so.2": _GLIBC,
+    "libstdc++.so.6": "libstdc++6 (>= 12)", "libgcc_s.so.1": "libgcc-s1", "libz.so.1": "zlib1g",
+    "libuuid.so.1": "libuuid1", "libexpat.so.1": "libexpat1",
+    "libglib-2.0.so.0": "libglib2.0-0", "libgthread-2.0.so.0": "libglib2.0-0",
+    "libgobject-2.0.so.0": "libglib2.0-0", "libgio-2.0.so.0": "libglib2.0-0",
+    "libfontconfig.so.1": "libfontconfig1", "libfreetype.so.6": "libfreetype6",
+    "libharfbuzz.so.0": "libharfbuzz0b", "libdbus-1.so.3": "libdbus-1-3",
+    "libGL.so.1": "libgl1", "libEGL.so.1": "libegl1", "libOpenGL.so.0": "libopengl0",
+    "libGLX.so.0": "libglx0", "libX11.so.6": "libx11-6", "libX11-xcb.so.1": "libx11-xcb1",
+    "libxkbcommon.so.0": "libxkbcommon0", "libxkbcommon-x11.so.0": "libxkbcommon-x11-0",
+    "libwayland-client.so.0": "libwayland-client0", "libwayland-cursor.so.0": "libwayland-cursor0",
+    "libwayland-egl.so.1": "libwayland-egl1", "libxcb.so.1": "libxcb1",
+    **{f"libxcb-{name}.so.{major}": f"libxcb-{name}{major}" for name, major in [
+        ("cursor", 0), ("glx", 0), ("icccm", 4), ("image", 0), ("keysyms", 1), ("randr", 0),
+        ("render", 0), ("render-util", 0), ("shape", 0), ("shm", 0), ("sync", 1), ("util", 1),
+        ("xfixes", 0), ("xkb", 1), ("xinerama", 0), ("xinput", 0)]},
+}
+
 # Libraries whose symbol tables are stripped after the build (~110 MB). Only these: libraries
 # that auditwheel patched (numpy's, in *.libs/) break when stripped ("ELF load command
 # address/offset not page-aligned"), and Qt's come stripped already.
@@ -84,6 +114,8 @@ def _matches(path: str, patterns: list[str]) -> bool:
 def dropped(dest: str) -> bool:
     """True when a collected file (its path inside the bundle) is left out."""
     dest = dest.replace("\\", "/")
+    if "/" not in dest and dest in OS_LIBRARIES:
+        return True
     return _matches(dest, DROPPED_FILES) and not _matches(dest, KEPT_FILES)
 
 
@@ -123,6 +155,21 @@ def prune_orphans(internal: Path) -> list[str]:
     for name in orphans:
         candidates[name].unlink()
     return [candidates[name].relative_to(internal).as_posix() for name in orphans]
+
+
+def os_needs(internal: Path) -> tuple[set[str], set[str]]:
+    """(names the bundle needs from the OS that OS_LIBRARIES covers, names nothing provides)."""
+    bundled = {p.name for p in internal.rglob("*.so*")}
+    wanted = {name for path in _files(internal, ["*.so", "*.so.*"]) for name in needed(path)}
+    wanted |= {name for path in internal.parent.iterdir() if path.is_file() for name in needed(path)}
+    from_os = wanted - bundled
+    return from_os & OS_LIBRARIES.keys(), from_os - OS_LIBRARIES.keys()
+
+
+def deb_depends(internal: Path) -> list[str]:
+    """The Debian packages that provide what the bundle needs from the OS."""
+    covered, _ = os_needs(internal)
+    return sorted({OS_LIBRARIES[name] for name in covered})
 
 
 def needed(path: Path) -> list[str]:

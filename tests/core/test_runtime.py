@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -126,3 +128,21 @@ def test_compiled_runner_matches_eager(files):
     runner = CompiledRunner(files.model, compile_backend="eager")
     np.testing.assert_allclose(runner.run({"x": X})["output"], expected(files), atol=1e-5)
     assert runner.info()["compile_backend"] == "eager"
+
+
+@pytest.mark.parametrize("frozen, compilers, words", [
+    (True, ["g++"], "installed app carries no C++ compiler"),
+    (False, [], "no C++ compiler (g++ or clang++) was found"),
+])
+def test_compile_without_a_toolchain_says_so(files, monkeypatch, frozen, compilers, words):
+    """The frozen app (or a machine without g++) refuses --compile in a sentence, before torch
+    fails deep inside inductor on the first run."""
+    import shutil
+
+    from core.runtime import compiled
+
+    monkeypatch.setattr(sys, "frozen", frozen, raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}" if name in compilers else None)
+    with pytest.raises(CheckFailed) as caught:
+        compiled.CompiledRunner(files.model)
+    assert words in caught.value.message and "without compiling" in caught.value.message
