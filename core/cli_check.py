@@ -70,14 +70,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def run_parity(args: argparse.Namespace) -> int:
     from core.checks.common import load_cases
-    from core.checks.parity import check_parity
+    from core.checks.parity import check_parity, parse_tolerances
 
     cases = load_cases(args.inputs_npz) if args.inputs_npz else None
     reference, candidate = (_runner(s, args) for s in (args.a, args.b))
     with ProgressBar("checking", enabled=not args.json) as bar:
         result = check_parity(reference, candidate, args.input, points=_points(args.shapes),
                               cases=cases, atol=args.atol, rtol=args.rtol,
-                              tolerances=_tolerances(args.tol), seed=args.seed,
+                              tolerances=parse_tolerances(args.tol), seed=args.seed,
                               save_dir=args.save_dir, progress=bar)
     _show(result, args)
     return EXIT_OK if result else EXIT_FAILED
@@ -125,19 +125,6 @@ def _points(texts: list[str] | None) -> list[dict[str, int]] | None:
             point[name.strip()] = int(size)
         points.append(point)
     return points
-
-
-def _tolerances(texts: list[str]) -> dict[str, tuple[float, float]]:
-    out = {}
-    for text in texts:
-        name, _, values = text.partition("=")
-        try:
-            atol, rtol = (float(v) for v in values.split(","))
-        except ValueError:
-            raise CheckFailed(f"'{text}' is not a tolerance; write it like 'logits=1e-3,1e-3'.") \
-                from None
-        out[name] = (atol, rtol)
-    return out
 
 
 def _batches(text: str) -> list[int]:

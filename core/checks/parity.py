@@ -133,6 +133,7 @@ def check_parity(reference: Runner, candidate: Runner,
             arrays_of[i] = arrays
     if save_dir is not None:
         _save_failures(results, arrays_of, Path(save_dir), reference, candidate)
+    notes += _unused_tolerances(tol["per_output"], results)
     settings = {"atol": atol, "rtol": rtol, "tolerances": tol["per_output"], "seed": seed,
                 "inputs": format_specs(specs) if specs else "from .npz files",
                 "save_dir": str(save_dir) if save_dir is not None else None}
@@ -198,6 +199,30 @@ def _compare_all(case: CaseResult, ref: dict[str, np.ndarray], got: dict[str, np
         case.outputs.append(compare_output(
             name, ref[name], got[other], candidate_name=other, atol=atol, rtol=rtol,
             ref_dtype=reference.output_dtypes.get(name), got_dtype=candidate.output_dtypes.get(other)))
+
+
+def parse_tolerances(texts: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """Per-output tolerances, each written 'NAME=ATOL,RTOL' (the CLI's --tol, the GUI's field)."""
+    out = {}
+    for text in texts:
+        name, _, values = text.partition("=")
+        try:
+            atol, rtol = (float(v) for v in values.split(","))
+        except ValueError:
+            raise CheckFailed(f"'{text}' is not a tolerance; write it like 'logits=1e-3,1e-3'.") \
+                from None
+        out[name] = (atol, rtol)
+    return out
+
+
+def _unused_tolerances(per_output: Tolerances, cases: list[CaseResult]) -> list[str]:
+    """A tolerance for an output that no case gave (a misspelt name) would never apply: say so."""
+    names = list(dict.fromkeys(o.name for case in cases for o in case.outputs))
+    unused = [n for n in per_output if n not in names]
+    if not names or not unused:
+        return []
+    return [f"No output is named {', '.join(map(repr, unused))}, so that tolerance was not used "
+            f"(the outputs are {', '.join(names)})."]
 
 
 def _pair_outputs(ref: list[str], got: list[str], notes: list[str]) -> list[tuple[str, str]] | None:

@@ -25,6 +25,8 @@ NAME, STATUS, SHAPE_A, DTYPE_A, SHAPE_B, DTYPE_B, VALUES, MAX_ABS, COSINE = rang
 KEY_ROLE = Qt.ItemDataRole.UserRole  # data(index, KEY_ROLE) -> the KeyDiff
 STATUS_TEXT = {ONLY_A: "Only in A", ONLY_B: "Only in B", SHAPE: "Shape mismatch",
                DTYPE: "Dtype mismatch", SAME: "Equal"}
+# B is a model: load_state_dict's words (A's extra keys are "unexpected", the model's are "missing")
+MODEL_STATUS_TEXT = STATUS_TEXT | {ONLY_A: "Unexpected", ONLY_B: "Missing", SHAPE: "Size mismatch"}
 VALUE_TEXT = {DIFFERENT: "Different", CLOSE: "Close", IDENTICAL: "Identical", SKIPPED: "Skipped"}
 STATUS_RGB = {ONLY_A: (224, 72, 56), ONLY_B: (46, 160, 67), SHAPE: (150, 80, 220),
               DTYPE: (230, 160, 20), SAME: None}
@@ -43,6 +45,11 @@ def tint(rgb: tuple[int, int, int] | None, palette: QPalette | None = None,
     return QColor(*mix)
 
 
+def status_texts(against_model: bool) -> dict[str, str]:
+    """The word for each status: load_state_dict's when B is a model's expected keys."""
+    return MODEL_STATUS_TEXT if against_model else STATUS_TEXT
+
+
 def swatch(rgb: tuple[int, int, int] | None, palette: QPalette | None = None) -> QColor:
     """The legend colour of a status: stronger than the row tint, still palette-aware."""
     colour = tint(rgb, palette, 0.75)
@@ -56,6 +63,7 @@ class DiffTableModel(QAbstractTableModel):
         self._keys: list[KeyDiff] = []
         self._rows: list[int] = []
         self._values = False
+        self._texts = STATUS_TEXT
         self._statuses: set[str] | None = None  # None = every status
         self._value_statuses: set[str] | None = None
         self._matcher: Callable[[str], bool] | None = None
@@ -70,6 +78,7 @@ class DiffTableModel(QAbstractTableModel):
         # `result is None`, not `not result`: a DiffResult is falsy when the files differ
         self._keys = [k for s in result.sections for k in s.keys] if result is not None else []
         self._values = result is not None and result.values_compared
+        self._texts = status_texts(result is not None and result.against_model)
         self._order = None
         self._rows = self._compute_rows()
         self.endResetModel()
@@ -165,7 +174,7 @@ class DiffTableModel(QAbstractTableModel):
             return None
         key, column = self._keys[self._rows[index.row()]], index.column()
         if role == Qt.ItemDataRole.DisplayRole:
-            return _display(key, column)
+            return self._texts[key.status] if column == STATUS else _display(key, column)
         if role == Qt.ItemDataRole.BackgroundRole:
             if column >= VALUES and key.values is not None:
                 return self._colours.get(f"v:{key.values.status}") or self._colours[key.status]
@@ -189,8 +198,6 @@ class DiffTableModel(QAbstractTableModel):
 def _display(key: KeyDiff, column: int) -> str:
     if column == NAME:
         return key.name
-    if column == STATUS:
-        return STATUS_TEXT[key.status]
     if column in (SHAPE_A, SHAPE_B):
         shape = key.shape_a if column == SHAPE_A else key.shape_b
         return "—" if shape is None else shape_text(shape)

@@ -1,7 +1,8 @@
-"""Checks panel: parity between two artefacts (a table per output and shape, pass/fail coloured) and
-latency at several batch sizes (pyqtgraph: percentiles vs batch per backend, p50 bars), with reports.
-The work is core's (core.runtime.build_runner, core.checks.parity/latency, core.report_checks), run
-on the worker; TorchScript / .pt2 / pickled models run only after the user accepts a warning."""
+"""Checks panel: parity between two artefacts (a table per output and shape, pass/fail coloured;
+per-output tolerances and .npz input files as the CLI's --tol / --inputs-npz) and latency at several
+batch sizes (pyqtgraph: percentiles vs batch per backend, p50 bars), with reports. The work is core's
+(core.runtime.build_runner, core.checks.parity/latency, core.report_checks), run on the worker;
+TorchScript / .pt2 / pickled models run only after the user accepts a warning."""
 
 from __future__ import annotations
 
@@ -29,9 +30,10 @@ from PySide6.QtWidgets import (
 )
 
 from core.errors import CheckFailed
-from gui.jobs import CODE_FORMATS, artefact_formats, run_latency, run_parity, save_report
+from gui.jobs import CODE_FORMATS, artefact_formats, run_latency, save_report
 from gui.models.parity_table import ParityTableModel, legend_html
 from gui.views.job_bar import JobBar
+from gui.views.parity_inputs import NpzField, parse_tolerances, run_parity, tolerances_field
 from gui.views.parts import ErrorBanner, JobPanelState, ask_trust, hbox, run_job
 from gui.views.spec_editor import SpecEditor
 
@@ -128,6 +130,9 @@ class ChecksPanel(JobPanelState, QWidget):
         self.spec = SpecEditor("empty: the ONNX model's declared inputs")
         self.spec.changed.connect(self._spec_changed)
         form.addRow("Inputs:", self.spec)
+        self.npz = NpzField()
+        self.npz.changed.connect(lambda text: self.shapes.setEnabled(not text.strip()))
+        form.addRow("Input files:", self.npz)
         return box
 
     def _parity_group(self) -> QGroupBox:
@@ -140,11 +145,13 @@ class ChecksPanel(JobPanelState, QWidget):
                                 for _ in range(2))
         for edit in (self.atol, self.rtol):
             edit.setValidator(QDoubleValidator(0.0, 1e9, 12))
+        self.tolerances = tolerances_field()
         self.parity_button = QPushButton("Run parity")
         self.parity_button.clicked.connect(self.start_parity)
         form.addRow("Shapes:", self.shapes)
         form.addRow("atol:", self.atol)
         form.addRow("rtol:", self.rtol)
+        form.addRow("Per output:", self.tolerances)
         form.addRow("", self.parity_button)
         return box
 
@@ -236,14 +243,15 @@ class ChecksPanel(JobPanelState, QWidget):
     # -- running -------------------------------------------------------------------------------
     def start_parity(self) -> None:
         try:
-            paths = self._paths()
-            args = (self._specs(), parse_points(self.shapes.text()), _tolerance(self.atol),
-                    _tolerance(self.rtol))
+            paths, npz = self._paths(), self.npz.paths()  # .npz cases replace the spec and shapes
+            inputs = (None, None) if npz else (self._specs(), parse_points(self.shapes.text()))
+            args = (*inputs, _tolerance(self.atol), _tolerance(self.rtol))
+            tolerances = parse_tolerances(self.tolerances.text())
         except CheckFailed as exc:
             return self._fail(exc.message, exc.details or "")
         self._run_trusted(paths, lambda trust: run_job(
-            self.bar, self, run_parity, paths[0], paths[1], trust, *args,
-            text="Checking parity…", done=self._on_parity, failed=self._fail,
+            self.bar, self, run_parity, paths[0], paths[1], trust, *args, tolerances=tolerances,
+            npz=npz, text="Checking parity…", done=self._on_parity, failed=self._fail,
             cancelled=self._on_cancelled))
 
     def start_latency(self) -> None:

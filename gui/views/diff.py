@@ -1,97 +1,46 @@
-"""Diff view: two files side by side. Keys colour-coded by status with a filter per status, value
-columns on request, remap suggestions with "Apply and save…". Every step (open + diff, value diff,
-write renamed + re-diff) runs core functions on the worker; this file only shows their results."""
+"""Diff view: two files side by side, or a file against a model's expected keys (B as a ModelSource,
+as `diff A --model SOURCE`). Keys colour-coded by status with a filter per status, value columns on
+request, remap suggestions with "Apply and save…". Every step (open + diff, value diff, write renamed
++ re-diff) runs core functions on the worker (gui.views.diff_jobs); this file only shows their results."""
 
 from __future__ import annotations
 
 import html
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import QEvent, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QFileDialog,
-    QFrame,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
     QPushButton,
     QSplitter,
     QStackedWidget,
-    QTableView,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from core.convert import ConvertResult
-from core.diff import STATUSES, VALUE_STATUSES, DiffResult, diff_checkpoints, open_labelled, open_pair
-from core.model import Checkpoint
-from core.progress import Progress
-from core.remap import RemapRule, write_remapped
+from core.diff import MODEL_FORMAT, STATUSES, VALUE_STATUSES, DiffResult
 from core.report import human_bytes
 from gui.models import diff_table
-from gui.models.diff_table import STATUS_RGB, STATUS_TEXT, VALUE_RGB, VALUE_TEXT, DiffTableModel
+from gui.models.diff_table import STATUS_RGB, VALUE_RGB, VALUE_TEXT, DiffTableModel, status_texts
+from gui.views.arch_source import source_problem
+from gui.views.diff_jobs import Opened, apply_and_rediff, open_and_diff, values_diff
+from gui.views.diff_model import ModelForm, ModelSource
+from gui.views.diff_parts import filter_button, side_label, size_columns, swatch_icon, table_view
 from gui.views.job_bar import JobBar
 from gui.views.remap_suggestions import SuggestionsBox
 from gui.widgets import Banner, MessagePage
 from gui.worker import Job
 
 FILTER_DELAY_MS = 120
-SAMPLES = {diff_table.STATUS: "Shape mismatch", diff_table.SHAPE_A: "[32000, 4096]",
-           diff_table.DTYPE_A: "bfloat16", diff_table.SHAPE_B: "[32000, 4096]",
-           diff_table.DTYPE_B: "bfloat16", diff_table.VALUES: "Identical",
-           diff_table.MAX_ABS: "1.23e-05", diff_table.COSINE: "0.999999"}
-
-
-@dataclass
-class Opened:
-    """Both files, their diff, and their sizes on disk (read on the worker)."""
-
-    a: Checkpoint
-    b: Checkpoint
-    result: DiffResult
-    size_a: int
-    size_b: int
-
-
-def open_and_diff(path_a: str, path_b: str, progress: Progress | None = None) -> Opened:
-    """The worker's job: open both files (headers only) and diff their keys, with suggestions."""
-    a, b = open_pair(path_a, path_b)
-    return diff_pair(a, b, progress=progress)
-
-
-def diff_pair(a: Checkpoint, b: Checkpoint, progress: Progress | None = None, **options: object) -> Opened:
-    result = diff_checkpoints(a, b, suggest=True, progress=progress, **options)  # type: ignore[arg-type]
-    return Opened(a, b, result, _size(a.path), _size(b.path))
-
-
-def values_diff(opened: Opened, progress: Progress | None = None) -> Opened:
-    """The same sections again, with the value diff (reads both files)."""
-    pairs = [(s.section_a, s.section_b) for s in opened.result.sections]
-    return diff_pair(opened.a, opened.b, progress, sections=pairs, values=True)
-
-
-def apply_and_rediff(opened: Opened, rules: Sequence[RemapRule], destination: str,
-                     progress: Progress | None = None) -> tuple[ConvertResult, Opened]:
-    """Write A renamed by `rules` (verified, atomic) and diff the written file against B."""
-    section = opened.result.sections[0].section_a
-    written = write_remapped(opened.a, rules, destination, section=section, overwrite=True,
-                             progress=progress)
-    a = open_labelled(written.outputs[-1]["path"], "A")
-    return written, diff_pair(a, opened.b, progress)
-
-
-def _size(path: Path) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
+COMPARE_TIP = ("Read both files and compare every pair of tensors with the same shape (max |A−B|, "
+               "cosine, identical / close / different)")
 
 
 class DiffView(QWidget):
@@ -102,9 +51,10 @@ class DiffView(QWidget):
     applied = Signal(object)  # the ConvertResult of the written file
     title_changed = Signal(str)
 
-    def __init__(self, path_a: str | Path, path_b: str | Path,
+    def __init__(self, path_a: str | Path, path_b: str | Path | ModelSource,
                  differ: Callable[..., Opened] = open_and_diff, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.model_b = path_b if isinstance(path_b, ModelSource) else None  # B is a model
         self.path_a, self.path_b = str(path_a), str(path_b)
         self.state = "new"  # new | loading | ready | error | cancelled
         self.opened: Opened | None = None
@@ -112,6 +62,9 @@ class DiffView(QWidget):
         self._differ = differ
         self.model = DiffTableModel(parent=self)
         self._build()
+        if self.model_b is not None:  # show which model B is, ready to edit
+            self.model_form.set_model(self.model_b)
+            self.model_button.setChecked(True)
         self._timer = QTimer(self, singleShot=True, interval=FILTER_DELAY_MS)
         self._timer.timeout.connect(self.apply_filter)
         self.filter.textChanged.connect(lambda _text: self._timer.start())
@@ -131,16 +84,25 @@ class DiffView(QWidget):
         layout.addWidget(self.jobs)
 
     def _content_page(self) -> QWidget:
-        self.side_a, self.side_b = _side_label(), _side_label()
+        self.side_a, self.side_b = side_label(), side_label()
+        self.model_button = QToolButton(text="Compare with a model…", checkable=True)
+        self.model_button.setToolTip("Compare A with what a model's load_state_dict(strict=True) "
+                                     "expects, instead of file B")
+        self.model_form = ModelForm()
+        self.model_form.setVisible(False)
+        self.model_button.toggled.connect(self.model_form.setVisible)
+        self.model_form.compare_requested.connect(self.set_side_b)
+        self.model_form.file_requested.connect(self.choose_file_b)
         sides = QHBoxLayout()
         sides.addWidget(self.side_a, 1)
         sides.addWidget(QLabel("⟷"))
         sides.addWidget(self.side_b, 1)
+        sides.addWidget(self.model_button, 0, Qt.AlignmentFlag.AlignTop)
         self.summary = QLabel(wordWrap=True)
         self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.notice = QLabel(wordWrap=True, visible=False)
         self.error = Banner()
-        self.table = _table_view(self.model)
+        self.table = table_view(self.model)
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(self.table)
         self.suggestions = SuggestionsBox()
@@ -153,13 +115,13 @@ class DiffView(QWidget):
         layout = QVBoxLayout(page)
         layout.setContentsMargins(0, 0, 0, 0)
         self.compare_button = QPushButton("Compare values")
-        self.compare_button.setToolTip("Read both files and compare every pair of tensors with the "
-                                       "same shape (max |A−B|, cosine, identical / close / different)")
+        self.compare_button.setToolTip(COMPARE_TIP)
         self.compare_button.clicked.connect(self.compare_values)
         summary = QHBoxLayout()
         summary.addWidget(self.summary, 1)
         summary.addWidget(self.compare_button, 0, Qt.AlignmentFlag.AlignTop)
         layout.addLayout(sides)
+        layout.addWidget(self.model_form)
         layout.addLayout(summary)
         for widget in (self.notice, self.error):
             layout.addWidget(widget)
@@ -168,8 +130,8 @@ class DiffView(QWidget):
         return page
 
     def _filter_row(self) -> QHBoxLayout:
-        self.status_buttons = {s: _filter_button(self.apply_filter) for s in STATUSES}
-        self.value_buttons = {s: _filter_button(self.apply_filter) for s in VALUE_STATUSES}
+        self.status_buttons = {s: filter_button(self.apply_filter) for s in STATUSES}
+        self.value_buttons = {s: filter_button(self.apply_filter) for s in VALUE_STATUSES}
         for button in self.value_buttons.values():
             button.setVisible(False)  # until values are compared
         self.filter = QLineEdit(placeholderText="Filter names (substring or glob)", clearButtonEnabled=True)
@@ -190,15 +152,38 @@ class DiffView(QWidget):
         self.state = "loading"
         self._update_sides()
         self.pages.setCurrentIndex(0)
-        job = Job(self._differ, self.path_a, self.path_b, parent=self)
+        job = Job(self._differ, self.path_a, self.model_b or self.path_b, parent=self)
         job.succeeded.connect(self._on_opened)
         job.failed.connect(self._on_open_failed)
         job.cancelled.connect(self._on_open_cancelled)
         self.jobs.start(job, f"Comparing {Path(self.path_a).name} with {Path(self.path_b).name}")
         self._update_buttons()
 
+    def set_side_b(self, b: str | ModelSource) -> None:
+        """Compare A with another file, or with a model's expected keys (`diff A --model SOURCE`).
+        The current diff stays shown until the new one is ready; a problem shows in the banner."""
+        if self.jobs.is_busy():
+            return
+        if isinstance(b, ModelSource):
+            self.model_form.set_model(b)
+            self.model_button.setChecked(True)
+            problem = source_problem(b.source, programs=False)
+            if problem:
+                self.error.show_message(problem, "")
+                self.failed.emit(problem)
+                return
+        job = Job(self._differ, self.path_a, b, parent=self)
+        job.succeeded.connect(lambda opened: self._on_side_b(opened, b))
+        self._run(job, f"Comparing {Path(self.path_a).name} with {Path(str(b)).name}")
+
+    def choose_file_b(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, f"Compare {Path(self.path_a).name} with…",
+                                              str(Path(self.path_a).parent))
+        if path:
+            self.set_side_b(str(Path(path).resolve()))
+
     def compare_values(self) -> None:
-        if self.opened is None or self.jobs.is_busy():
+        if self.opened is None or self.jobs.is_busy() or self.opened.result.against_model:
             return
         job = Job(values_diff, self.opened, parent=self)
         job.succeeded.connect(self._on_values)
@@ -257,6 +242,15 @@ class DiffView(QWidget):
         self.pages.setCurrentWidget(self.message)
         self.cancelled.emit()
 
+    def _on_side_b(self, opened: Opened, b: str | ModelSource) -> None:
+        self.model_b = b if isinstance(b, ModelSource) else None
+        self.path_b = str(b)
+        self.state = "ready"
+        self.notice.setVisible(False)
+        self._show(opened)
+        self.title_changed.emit(self.title())
+        self.loaded.emit()
+
     def _on_values(self, opened: Opened) -> None:
         self._show(opened)
         self.values_compared.emit()
@@ -289,7 +283,7 @@ class DiffView(QWidget):
         self.model.set_result(result)
         self._update_filter_buttons(result)
         self.apply_filter()
-        _size_columns(self.table)
+        size_columns(self.table)
         self.suggestions.set_suggestions(result.suggestions, differs=not result)
         self._update_buttons()
 
@@ -299,13 +293,18 @@ class DiffView(QWidget):
                 (self.side_a, "A", self.path_a, o and o.a.format, o and o.size_a),
                 (self.side_b, "B", self.path_b, o and o.b.format, o and o.size_b)):
             info = f"{fmt} · {human_bytes(size or 0)} on disk" if o else "Opening…"
+            if o and fmt == MODEL_FORMAT:
+                kwargs = self.model_b.kwargs if self.model_b else ""
+                args = html.escape(kwargs) + " · " if kwargs else ""
+                info = f"model · {args}{len(o.b.sections['model'].tensors):,} keys expected"
             label.setText(f"<b>{side}</b>&nbsp; {html.escape(Path(path).name)}<br>"
                           f"<span style='color:#888888'>{info}</span>")
             label.setToolTip(path)
 
     def _update_filter_buttons(self, result: DiffResult) -> None:
+        texts = status_texts(result.against_model)
         for status, n in result.totals.items():
-            self.status_buttons[status].setText(f"{STATUS_TEXT[status]}  {n:,}")
+            self.status_buttons[status].setText(f"{texts[status]}  {n:,}")
         for status, n in result.value_totals.items():
             button = self.value_buttons[status]
             button.setText(f"{VALUE_TEXT[status]}  {n:,}")
@@ -313,8 +312,12 @@ class DiffView(QWidget):
 
     def _update_buttons(self) -> None:
         idle = self.state == "ready" and not self.jobs.is_busy()
-        self.compare_button.setEnabled(idle)
+        model = self.opened is not None and self.opened.result.against_model
+        self.compare_button.setEnabled(idle and not model)
+        self.compare_button.setToolTip(COMPARE_TIP if not model else "A model built on the meta "
+                                       "device has no values to compare.")
         self.suggestions.set_idle(idle)
+        self.model_form.set_idle(idle)
 
     def apply_filter(self) -> None:
         self._timer.stop()
@@ -340,55 +343,5 @@ class DiffView(QWidget):
     def _paint_swatches(self) -> None:
         for statuses, rgbs in ((self.status_buttons, STATUS_RGB), (self.value_buttons, VALUE_RGB)):
             for status, button in statuses.items():
-                button.setIcon(_swatch_icon(diff_table.swatch(rgbs[status], self.palette())))
+                button.setIcon(swatch_icon(diff_table.swatch(rgbs[status], self.palette())))
 
-
-def _side_label() -> QLabel:
-    label = QLabel(textFormat=Qt.TextFormat.RichText)
-    label.setFrameShape(QFrame.Shape.StyledPanel)
-    label.setMargin(6)
-    return label
-
-
-def _filter_button(slot: Callable[[], None]) -> QToolButton:
-    button = QToolButton()
-    button.setCheckable(True)
-    button.setChecked(True)
-    button.setAutoRaise(True)  # checked: framed; unchecked: flat
-    button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-    button.setToolTip("Show or hide the keys with this status")
-    button.toggled.connect(lambda _on: slot())
-    return button
-
-
-def _swatch_icon(colour: QColor) -> QIcon:
-    pixmap = QPixmap(12, 12)
-    pixmap.fill(colour)
-    return QIcon(pixmap)
-
-
-def _table_view(model: DiffTableModel) -> QTableView:
-    view = QTableView()
-    view.setModel(model)
-    view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-    view.setShowGrid(False)
-    view.setWordWrap(False)
-    view.verticalHeader().setVisible(False)
-    view.verticalHeader().setDefaultSectionSize(view.fontMetrics().height() + 6)
-    view.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
-    view.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
-    view.setSortingEnabled(True)
-    view.horizontalHeader().setSortIndicatorClearable(True)
-    return view
-
-
-def _size_columns(view: QTableView) -> None:
-    """The name column takes the spare width; the others fit their widest expected text."""
-    header, metrics = view.horizontalHeader(), view.fontMetrics()
-    header.setStretchLastSection(False)
-    header.setSectionResizeMode(diff_table.NAME, QHeaderView.ResizeMode.Stretch)
-    for column in range(1, view.model().columnCount()):
-        title = str(view.model().headerData(column, Qt.Orientation.Horizontal))
-        width = max(metrics.horizontalAdvance(SAMPLES[column]), metrics.horizontalAdvance(title))
-        header.setSectionResizeMode(column, QHeaderView.ResizeMode.Interactive)
-        header.resizeSection(column, width + 30)

@@ -15,13 +15,11 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QComboBox,
-    QFileDialog,
     QFormLayout,
     QGroupBox,
     QHeaderView,
     QLabel,
     QLineEdit,
-    QMenu,
     QPlainTextEdit,
     QPushButton,
     QScrollArea,
@@ -32,10 +30,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.errors import ExportError
 from gui.jobs import LoadedModel, infer_inputs, load_model, run_export
 from gui.models.export_results import NOTES, ExportResultsModel, planned_rows
 from gui.models.parity_table import status_color
+from gui.views.arch_source import SourceField, kwargs_field, source_problem
 from gui.views.job_bar import JobBar
 from gui.views.parts import ErrorBanner, JobPanelState, PathField, hbox, run_job
 from gui.views.spec_editor import SpecEditor
@@ -87,11 +85,9 @@ class ExportPanel(JobPanelState, QWidget):
     def _model_group(self) -> QGroupBox:
         box = QGroupBox("Model")
         form = QFormLayout(box)
-        self.source = PathField(placeholder="package.module:build, model.py:build, a model folder "
-                                "or a saved model file")
-        self.source.browse.clicked.disconnect()
-        self.source.browse.setMenu(self._source_menu())
-        self.kwargs = QLineEdit(placeholderText='{"channels": 8}  (optional)')
+        self.source = SourceField()
+        self.source.hint.connect(lambda text: self.status.setText(text))
+        self.kwargs = kwargs_field()
         self.trust = QCheckBox("Trust this file: allow running code stored in it")
         trust_note = QLabel(TRUST_TEXT, wordWrap=True)
         trust_note.setStyleSheet("color: palette(placeholder-text);")
@@ -116,14 +112,6 @@ class ExportPanel(JobPanelState, QWidget):
                        self.trust.toggled):
             signal.connect(self._model_fields_changed)
         return box
-
-    def _source_menu(self) -> QMenu:
-        menu = QMenu(self)
-        menu.addAction("Python file…", lambda: self._browse_source("py"))
-        menu.addAction("Hugging Face model folder…", lambda: self._browse_source("dir"))
-        menu.addAction("Saved model file (TorchScript, .pt2, pickled)…",
-                       lambda: self._browse_source("program"))
-        return menu
 
     def _inputs_group(self) -> QGroupBox:
         box = QGroupBox("Inputs")
@@ -245,20 +233,7 @@ class ExportPanel(JobPanelState, QWidget):
                 failed=self._fail, cancelled=self._on_cancelled)
 
     def _source_problem(self) -> str:
-        from core.arch import source_kind
-
-        source = self.source.text()
-        if not source:
-            return ("Give the model's architecture: package.module:build, model.py:build, a model "
-                    "folder or a saved model file.")
-        try:
-            kind = source_kind(source)
-        except ExportError as exc:
-            return exc.message
-        if kind == "program" and not self.trust.isChecked():
-            return (f"'{Path(source).name}' is a saved model file: loading it runs code stored in "
-                    "the file. Tick 'Trust this file' if you trust where it came from.")
-        return ""
+        return source_problem(self.source.text(), self.trust.isChecked())
 
     def _on_loaded(self, loaded: LoadedModel, then: Callable[[], None] | None) -> None:
         self.loaded = loaded
@@ -291,19 +266,6 @@ class ExportPanel(JobPanelState, QWidget):
             self.loaded = None
             self.report_title.setText("")
             self.report_text.setVisible(False)
-
-    def _browse_source(self, kind: str) -> None:
-        if kind == "dir":
-            path = QFileDialog.getExistingDirectory(self, "Hugging Face model folder")
-        else:
-            flt = "Python files (*.py)" if kind == "py" else \
-                "Saved models (*.pt *.pth *.pt2 *.ts *.jit);;All files (*)"
-            path, _ = QFileDialog.getOpenFileName(self, "Architecture", "", flt)
-        if path:
-            self.source.set_text(f"{path}:" if kind == "py" else path)
-        if path and kind == "py":
-            self.source.edit.setFocus()
-            self.status.setText("Add the function or class that builds the model after the ':'.")
 
     # -- inputs and export -----------------------------------------------------------------------
     def infer(self) -> None:

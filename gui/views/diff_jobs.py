@@ -1,0 +1,69 @@
+"""The diff view's jobs, run on the worker: open both sides (two files, or a file and a model's
+expected keys) and diff them, the value diff, and writing A renamed then diffing it again. Each strings
+core functions together (core.diff, core.remap); gui.views.diff shows what they return."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.convert import ConvertResult
+from core.diff import MODEL_FORMAT, DiffResult, diff_against_model, diff_checkpoints, open_labelled, open_pair
+from core.model import Checkpoint
+from core.progress import Progress
+from core.remap import RemapRule, write_remapped
+from gui.views.diff_model import ModelSource, open_model
+
+
+@dataclass
+class Opened:
+    """Both sides, their diff, and their sizes on disk (read on the worker). When B is a model, `b`
+    holds its expected keys (format core.diff.MODEL_FORMAT, size 0)."""
+
+    a: Checkpoint
+    b: Checkpoint
+    result: DiffResult
+    size_a: int
+    size_b: int
+
+
+def open_and_diff(path_a: str, path_b: str | ModelSource, progress: Progress | None = None) -> Opened:
+    """The worker's job: open both files (headers only), or A and the model B, and diff their keys,
+    with suggestions."""
+    if isinstance(path_b, ModelSource):
+        return diff_pair(open_labelled(path_a, "A"), open_model(path_b), progress)
+    a, b = open_pair(path_a, path_b)
+    return diff_pair(a, b, progress=progress)
+
+
+def diff_pair(a: Checkpoint, b: Checkpoint, progress: Progress | None = None, **options: object) -> Opened:
+    if b.format == MODEL_FORMAT:  # what load_state_dict(strict=True) would say (no values)
+        result = diff_against_model(a, b.sections["model"].tensors, str(b.path))
+    else:
+        result = diff_checkpoints(a, b, suggest=True, progress=progress, **options)  # type: ignore[arg-type]
+    return Opened(a, b, result, _size(a.path), _size(b.path))
+
+
+def values_diff(opened: Opened, progress: Progress | None = None) -> Opened:
+    """The same sections again, with the value diff (reads both files)."""
+    pairs = [(s.section_a, s.section_b) for s in opened.result.sections]
+    return diff_pair(opened.a, opened.b, progress, sections=pairs, values=True)
+
+
+def apply_and_rediff(opened: Opened, rules: Sequence[RemapRule], destination: str,
+                     progress: Progress | None = None) -> tuple[ConvertResult, Opened]:
+    """Write A renamed by `rules` (verified, atomic) and diff the written file against B."""
+    section = opened.result.sections[0].section_a
+    written = write_remapped(opened.a, rules, destination, section=section, overwrite=True,
+                             progress=progress)
+    a = open_labelled(written.outputs[-1]["path"], "A")
+    return written, diff_pair(a, opened.b, progress)
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0

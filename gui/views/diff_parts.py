@@ -1,0 +1,69 @@
+"""Small widget helpers of the diff view: the side labels, the status filter buttons and their colour
+swatches, the key table and its column widths."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QIcon, QPixmap
+from PySide6.QtWidgets import QAbstractItemView, QFrame, QHeaderView, QLabel, QTableView, QToolButton
+
+from gui.models import diff_table
+from gui.models.diff_table import DiffTableModel
+
+SAMPLES = {diff_table.STATUS: "Shape mismatch", diff_table.SHAPE_A: "[32000, 4096]",
+           diff_table.DTYPE_A: "bfloat16", diff_table.SHAPE_B: "[32000, 4096]",
+           diff_table.DTYPE_B: "bfloat16", diff_table.VALUES: "Identical",
+           diff_table.MAX_ABS: "1.23e-05", diff_table.COSINE: "0.999999"}
+
+
+def side_label() -> QLabel:
+    label = QLabel(textFormat=Qt.TextFormat.RichText)
+    label.setFrameShape(QFrame.Shape.StyledPanel)
+    label.setMargin(6)
+    return label
+
+
+def filter_button(slot: Callable[[], None]) -> QToolButton:
+    button = QToolButton()
+    button.setCheckable(True)
+    button.setChecked(True)
+    button.setAutoRaise(True)  # checked: framed; unchecked: flat
+    button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+    button.setToolTip("Show or hide the keys with this status")
+    button.toggled.connect(lambda _on: slot())
+    return button
+
+
+def swatch_icon(colour: QColor) -> QIcon:
+    pixmap = QPixmap(12, 12)
+    pixmap.fill(colour)
+    return QIcon(pixmap)
+
+
+def table_view(model: DiffTableModel) -> QTableView:
+    view = QTableView()
+    view.setModel(model)
+    view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    view.setShowGrid(False)
+    view.setWordWrap(False)
+    view.verticalHeader().setVisible(False)
+    view.verticalHeader().setDefaultSectionSize(view.fontMetrics().height() + 6)
+    view.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+    view.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
+    view.setSortingEnabled(True)
+    view.horizontalHeader().setSortIndicatorClearable(True)
+    return view
+
+
+def size_columns(view: QTableView) -> None:
+    """The name column takes the spare width; the others fit their widest expected text."""
+    header, metrics = view.horizontalHeader(), view.fontMetrics()
+    header.setStretchLastSection(False)
+    header.setSectionResizeMode(diff_table.NAME, QHeaderView.ResizeMode.Stretch)
+    for column in range(1, view.model().columnCount()):
+        title = str(view.model().headerData(column, Qt.Orientation.Horizontal))
+        width = max(metrics.horizontalAdvance(SAMPLES[column]), metrics.horizontalAdvance(title))
+        header.setSectionResizeMode(column, QHeaderView.ResizeMode.Interactive)
+        header.resizeSection(column, width + 30)

@@ -1,0 +1,78 @@
+"""The checks panel's parity settings beyond atol/rtol, as `ckpt-studio check parity` has them:
+per-output tolerances (`--tol OUTPUT=ATOL,RTOL`, parsed by the CLI's own parser) and .npz files of
+inputs tested instead of generated ones (`--inputs-npz`, read by core.checks.common.load_cases on the
+worker), plus the parity job that passes them on to core.checks.parity.check_parity."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import QFileDialog, QLineEdit, QWidget
+
+from gui.views.parts import PathField
+
+if TYPE_CHECKING:  # pragma: no cover
+    from core.checks.parity import ParityResult
+    from core.inputs import InputSpec
+    from core.progress import Progress
+
+TOLERANCES_HINT = "optional: logits=1e-3,1e-3; aux=1e-2,0"
+TOLERANCES_TIP = ("Tolerances for single outputs, as OUTPUT=ATOL,RTOL (like the CLI's --tol), ';' "
+                  "between outputs. The others use atol / rtol above.")
+NPZ_HINT = "optional, parity only: .npz files of inputs to test instead (one case per file)"
+NPZ_TIP = ("Parity runs one case per .npz file instead of the generated inputs (like the CLI's "
+           "--inputs-npz): arrays named like the model's inputs, or 'input.NAME' as in a saved "
+           "failing case. The spec and shapes are then not used for parity.")
+NPZ_FILTER = "NumPy archives (*.npz);;All files (*)"
+
+
+def parse_tolerances(text: str) -> dict[str, tuple[float, float]]:
+    """'logits=1e-3,1e-3; aux=1e-2,0' -> {'logits': (0.001, 0.001), 'aux': (0.01, 0.0)}; each part
+    goes through the CLI's --tol parser, so both accept and refuse the same text."""
+    from core.checks.parity import parse_tolerances as parse_parts
+
+    return parse_parts([p.strip() for p in re.split(r"[;\n]", text) if p.strip()])
+
+
+def tolerances_field() -> QLineEdit:
+    edit = QLineEdit(placeholderText=TOLERANCES_HINT, clearButtonEnabled=True)
+    edit.setToolTip(TOLERANCES_TIP)
+    return edit
+
+
+class NpzField(PathField):
+    """One or more .npz files, ';' between them; Browse picks several at once."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("file", NPZ_HINT, NPZ_FILTER, parent)
+        self.setToolTip(NPZ_TIP)
+
+    def paths(self) -> list[str]:
+        return [p.strip() for p in self.text().split(";") if p.strip()]
+
+    def choose(self) -> None:
+        settings = QSettings()
+        start = (self.paths() or [str(settings.value("last_dir", ""))])[0]
+        paths, _ = QFileDialog.getOpenFileNames(self, "Choose input files", start, self.file_filter)
+        if paths:
+            settings.setValue("last_dir", str(Path(paths[0]).parent))
+            self.set_text("; ".join(paths))
+
+
+def run_parity(reference: str, candidate: str, trust: bool, specs: list[InputSpec] | None,
+               points: list[dict[str, int]] | None, atol: float | None, rtol: float | None,
+               tolerances: dict[str, tuple[float, float]] | None = None,
+               npz: list[str] | None = None, progress: Progress | None = None) -> ParityResult:
+    """gui.jobs.run_parity with the CLI's --tol and --inputs-npz: the .npz cases (when given)
+    replace the generated inputs."""
+    from core.checks.common import load_cases
+    from core.checks.parity import check_parity
+    from core.runtime import build_runner
+
+    cases = load_cases(npz) if npz else None
+    ref, cand = build_runner(reference, trust), build_runner(candidate, trust)
+    return check_parity(ref, cand, specs, points=points, cases=cases, atol=atol, rtol=rtol,
+                        tolerances=tolerances, progress=progress)
