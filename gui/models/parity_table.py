@@ -92,7 +92,9 @@ class ParityTableModel(QAbstractTableModel):
             return status_color(QApplication.palette(), self.status(row))
         if role == Qt.ItemDataRole.ToolTipRole:
             case, out = self._rows[row]
-            return (out.message if out is not None else case.error) or None
+            saved = f"Inputs and outputs saved in {case.saved}" if case.saved else ""
+            return "\n".join(filter(None, (out.message if out is not None else case.error,
+                                            saved))) or None
         if role == Qt.ItemDataRole.TextAlignmentRole and col > RESULT:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None

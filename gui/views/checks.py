@@ -1,5 +1,6 @@
 """Checks panel: parity between two artefacts (a table per output and shape, pass/fail coloured;
-per-output tolerances and .npz input files as the CLI's --tol / --inputs-npz) and latency at several
+per-output tolerances, .npz input files and a folder for the failing cases as the CLI's --tol /
+--inputs-npz / --save-dir; saved cases can be tested again in one click) and latency at several
 batch sizes (pyqtgraph: percentiles vs batch per backend, p50 bars), with reports. The work is core's
 (core.runtime.build_runner, core.checks.parity/latency, core.report_checks), run on the worker;
 TorchScript / .pt2 / pickled models run only after the user accepts a warning."""
@@ -33,7 +34,15 @@ from core.errors import CheckFailed
 from gui.jobs import CODE_FORMATS, artefact_formats, run_latency, save_report
 from gui.models.parity_table import ParityTableModel, legend_html
 from gui.views.job_bar import JobBar
-from gui.views.parity_inputs import NpzField, parse_tolerances, run_parity, tolerances_field
+from gui.views.parity_inputs import (
+    NpzField,
+    SaveDirField,
+    parse_tolerances,
+    run_parity,
+    saved_cases,
+    saved_text,
+    tolerances_field,
+)
 from gui.views.parts import ErrorBanner, JobPanelState, ask_trust, hbox, run_job
 from gui.views.spec_editor import SpecEditor
 
@@ -152,6 +161,8 @@ class ChecksPanel(JobPanelState, QWidget):
         form.addRow("atol:", self.atol)
         form.addRow("rtol:", self.rtol)
         form.addRow("Per output:", self.tolerances)
+        self.save_dir = SaveDirField()
+        form.addRow("Save failing cases to:", self.save_dir)
         form.addRow("", self.parity_button)
         return box
 
@@ -187,11 +198,16 @@ class ChecksPanel(JobPanelState, QWidget):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.save_parity = QPushButton("Save report…")
         self.save_parity.clicked.connect(lambda: self._choose_report("parity"))
+        self.retest = QPushButton("Test the saved cases again")
+        self.retest.setToolTip("Put the saved failing cases in 'Input files', then run parity "
+                               "again to test exactly those inputs")
+        self.retest.clicked.connect(self.use_saved_cases)
+        self.retest.setVisible(False)
         layout = QVBoxLayout(box)
         layout.addLayout(hbox(self.summary, self.legend, stretch_at=1))
         layout.addWidget(self.notes)
         layout.addWidget(self.table, 1)
-        layout.addLayout(hbox(self.save_parity, stretch_at=0))
+        layout.addLayout(hbox(self.retest, self.save_parity, stretch_at=1))
         self.notes.setVisible(False)
         return box
 
@@ -247,12 +263,19 @@ class ChecksPanel(JobPanelState, QWidget):
             inputs = (None, None) if npz else (self._specs(), parse_points(self.shapes.text()))
             args = (*inputs, _tolerance(self.atol), _tolerance(self.rtol))
             tolerances = parse_tolerances(self.tolerances.text())
+            save_dir = self.save_dir.folder()
         except CheckFailed as exc:
             return self._fail(exc.message, exc.details or "")
         self._run_trusted(paths, lambda trust: run_job(
             self.bar, self, run_parity, paths[0], paths[1], trust, *args, tolerances=tolerances,
-            npz=npz, text="Checking parity…", done=self._on_parity, failed=self._fail,
+            npz=npz, save_dir=save_dir, text="Checking parity…", done=self._on_parity, failed=self._fail,
             cancelled=self._on_cancelled))
+
+    def use_saved_cases(self) -> None:
+        """The last run's saved failing cases become the input files (run parity to test them)."""
+        saved = saved_cases(self.parity) if self.parity is not None else []
+        if saved:
+            self.npz.set_text("; ".join(saved))
 
     def start_latency(self) -> None:
         try:
@@ -305,8 +328,9 @@ class ChecksPanel(JobPanelState, QWidget):
         self.legend.setText(legend_html(self.palette()))
         self.notes.setText("\n".join(result.notes))
         self.notes.setVisible(bool(result.notes))
-        self._end("done", "Parity: " + ("all outputs match." if result.passed else
-                                        f"{total - passed} of {total} cases fail."))
+        self.retest.setVisible(bool(saved_cases(result)))
+        status = "all outputs match." if result.passed else f"{total - passed} of {total} cases fail."
+        self._end("done", " ".join(filter(None, ("Parity:", status, saved_text(result)))))
 
     def _on_latency(self, result: LatencyResult) -> None:
         from gui.views.latency_plots import draw_latency, legend_html
@@ -363,6 +387,7 @@ class ChecksPanel(JobPanelState, QWidget):
         self.parity_button.setEnabled(not busy)
         self.latency_button.setEnabled(not busy)
         self.save_parity.setEnabled(not busy and self.parity is not None)
+        self.retest.setEnabled(not busy)
         self.save_latency.setEnabled(not busy and self.latency is not None)
 
 

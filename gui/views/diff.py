@@ -1,7 +1,8 @@
 """Diff view: two files side by side, or a file against a model's expected keys (B as a ModelSource,
-as `diff A --model SOURCE`). Keys colour-coded by status with a filter per status, value columns on
-request, remap suggestions with "Apply and save…". Every step (open + diff, value diff, write renamed
-+ re-diff) runs core functions on the worker (gui.views.diff_jobs); this file only shows their results."""
+as `diff A --model SOURCE`), each side's section picked as --section-a/-b. Keys colour-coded by status
+with a filter per status, value columns on request, remap suggestions with "Apply and save…". Every
+step (open + diff, section re-diff, value diff, write renamed + re-diff) runs core functions on the
+worker (gui.views.diff_jobs); this file only shows their results."""
 
 from __future__ import annotations
 
@@ -30,9 +31,10 @@ from core.report import human_bytes
 from gui.models import diff_table
 from gui.models.diff_table import STATUS_RGB, VALUE_RGB, VALUE_TEXT, DiffTableModel, status_texts
 from gui.views.arch_source import source_problem
-from gui.views.diff_jobs import Opened, apply_and_rediff, open_and_diff, values_diff
+from gui.views.diff_jobs import Opened, apply_and_rediff, open_and_diff, rediff_sections, values_diff
 from gui.views.diff_model import ModelForm, ModelSource
 from gui.views.diff_parts import filter_button, side_label, size_columns, swatch_icon, table_view
+from gui.views.diff_sections import SectionPicker, show_sections, side_column
 from gui.views.job_bar import JobBar
 from gui.views.remap_suggestions import SuggestionsBox
 from gui.widgets import Banner, MessagePage
@@ -85,6 +87,10 @@ class DiffView(QWidget):
 
     def _content_page(self) -> QWidget:
         self.side_a, self.side_b = side_label(), side_label()
+        self.section_a, self.section_b = SectionPicker("A"), SectionPicker("B")
+        for picker in (self.section_a, self.section_b):
+            picker.picked.connect(lambda _name: self.pick_sections())
+            picker.setVisible(False)  # until the files are open
         self.model_button = QToolButton(text="Compare with a model…", checkable=True)
         self.model_button.setToolTip("Compare A with what a model's load_state_dict(strict=True) "
                                      "expects, instead of file B")
@@ -94,9 +100,9 @@ class DiffView(QWidget):
         self.model_form.compare_requested.connect(self.set_side_b)
         self.model_form.file_requested.connect(self.choose_file_b)
         sides = QHBoxLayout()
-        sides.addWidget(self.side_a, 1)
-        sides.addWidget(QLabel("⟷"))
-        sides.addWidget(self.side_b, 1)
+        sides.addLayout(side_column(self.side_a, self.section_a), 1)
+        sides.addWidget(QLabel("⟷"), 0, Qt.AlignmentFlag.AlignTop)
+        sides.addLayout(side_column(self.side_b, self.section_b), 1)
         sides.addWidget(self.model_button, 0, Qt.AlignmentFlag.AlignTop)
         self.summary = QLabel(wordWrap=True)
         self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -172,7 +178,8 @@ class DiffView(QWidget):
                 self.error.show_message(problem, "")
                 self.failed.emit(problem)
                 return
-        job = Job(self._differ, self.path_a, b, parent=self)
+        chosen = self._chosen_a()  # A's picked section stays picked; B starts at its default
+        job = Job(self._differ, self.path_a, b, parent=self, **({"section_a": chosen} if chosen else {}))
         job.succeeded.connect(lambda opened: self._on_side_b(opened, b))
         self._run(job, f"Comparing {Path(self.path_a).name} with {Path(str(b)).name}")
 
@@ -181,6 +188,23 @@ class DiffView(QWidget):
                                               str(Path(self.path_a).parent))
         if path:
             self.set_side_b(str(Path(path).resolve()))
+
+    def pick_sections(self) -> None:
+        """Diff the sections the pickers show (`diff A B --section-a NAME --section-b NAME`; only
+        A's against a model): the structure diff again, on the files already open."""
+        if self.opened is None or self.jobs.is_busy():
+            return
+        a = self.section_a.current()
+        b = None if self.opened.result.against_model else self.section_b.current()
+        job = Job(rediff_sections, self.opened, a, b, parent=self)
+        job.succeeded.connect(self._on_sections)
+        self._run(job, f"Comparing section '{a}' of A" + (f" with section '{b}' of B" if b else ""))
+
+    def _chosen_a(self) -> str | None:
+        """A's compared section when the user picked one other than the default (the weights)."""
+        o = self.opened
+        shown = o.result.sections[0].section_a if o and o.result.sections else None
+        return shown if o and shown != o.a.weights else None
 
     def compare_values(self) -> None:
         if self.opened is None or self.jobs.is_busy() or self.opened.result.against_model:
@@ -211,6 +235,7 @@ class DiffView(QWidget):
     def _run(self, job: Job, text: str) -> None:
         self.error.setVisible(False)
         job.failed.connect(self._on_job_failed)
+        job.cancelled.connect(lambda: show_sections(self.section_a, self.section_b, self.opened))
         job.cancelled.connect(lambda: self._show_notice(f"{text} was cancelled; nothing was changed."))
         self.jobs.start(job, text)
         self._update_buttons()
@@ -251,6 +276,11 @@ class DiffView(QWidget):
         self.title_changed.emit(self.title())
         self.loaded.emit()
 
+    def _on_sections(self, opened: Opened) -> None:
+        self.notice.setVisible(False)
+        self._show(opened)
+        self.loaded.emit()
+
     def _on_values(self, opened: Opened) -> None:
         self._show(opened)
         self.values_compared.emit()
@@ -268,6 +298,7 @@ class DiffView(QWidget):
         self.applied.emit(self.written)
 
     def _on_job_failed(self, message: str, details: str) -> None:
+        show_sections(self.section_a, self.section_b, self.opened)  # back to those shown
         self.error.show_message(message, details)
         self.failed.emit(message)
 
@@ -279,6 +310,7 @@ class DiffView(QWidget):
         self.opened = opened
         result = opened.result
         self._update_sides()
+        show_sections(self.section_a, self.section_b, opened)
         self.summary.setText(result.summary())
         self.model.set_result(result)
         self._update_filter_buttons(result)
@@ -318,6 +350,8 @@ class DiffView(QWidget):
                                        "device has no values to compare.")
         self.suggestions.set_idle(idle)
         self.model_form.set_idle(idle)
+        self.section_a.set_idle(idle)
+        self.section_b.set_idle(idle)
 
     def apply_filter(self) -> None:
         self._timer.stop()

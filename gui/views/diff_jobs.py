@@ -1,5 +1,6 @@
 """The diff view's jobs, run on the worker: open both sides (two files, or a file and a model's
-expected keys) and diff them, the value diff, and writing A renamed then diffing it again. Each strings
+expected keys) and diff them, diffing other sections of the open files (--section-a/-b), the value
+diff, and writing A renamed then diffing it again. Each strings
 core functions together (core.diff, core.remap); gui.views.diff shows what they return."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from core.convert import ConvertResult
 from core.diff import MODEL_FORMAT, DiffResult, diff_against_model, diff_checkpoints, open_labelled, open_pair
+from core.errors import CheckpointError
 from core.model import Checkpoint
 from core.progress import Progress
 from core.remap import RemapRule, write_remapped
@@ -29,21 +31,45 @@ class Opened:
     size_b: int
 
 
-def open_and_diff(path_a: str, path_b: str | ModelSource, progress: Progress | None = None) -> Opened:
+def open_and_diff(path_a: str, path_b: str | ModelSource, progress: Progress | None = None,
+                  section_a: str | None = None) -> Opened:
     """The worker's job: open both files (headers only), or A and the model B, and diff their keys,
-    with suggestions."""
+    with suggestions. `section_a`: A's section to compare (None: its weights)."""
     if isinstance(path_b, ModelSource):
-        return diff_pair(open_labelled(path_a, "A"), open_model(path_b), progress)
+        return diff_pair(open_labelled(path_a, "A"), open_model(path_b), progress, section_a)
     a, b = open_pair(path_a, path_b)
-    return diff_pair(a, b, progress=progress)
+    return diff_pair(a, b, progress, section_a)
 
 
-def diff_pair(a: Checkpoint, b: Checkpoint, progress: Progress | None = None, **options: object) -> Opened:
+def diff_pair(a: Checkpoint, b: Checkpoint, progress: Progress | None = None,
+              section_a: str | None = None, section_b: str | None = None,
+              **options: object) -> Opened:
+    """Diff A's section `section_a` with B's `section_b` (None: each file's weights, core's default;
+    `sections=` in `options` overrides both)."""
     if b.format == MODEL_FORMAT:  # what load_state_dict(strict=True) would say (no values)
-        result = diff_against_model(a, b.sections["model"].tensors, str(b.path))
+        result = diff_against_model(a, b.sections["model"].tensors, str(b.path), section=section_a)
     else:
+        if (section_a or section_b) and "sections" not in options:
+            options["sections"] = [(section_a or default_section(a, "A"),
+                                    section_b or default_section(b, "B"))]
         result = diff_checkpoints(a, b, suggest=True, progress=progress, **options)  # type: ignore[arg-type]
     return Opened(a, b, result, _size(a.path), _size(b.path))
+
+
+def rediff_sections(opened: Opened, section_a: str | None, section_b: str | None,
+                    progress: Progress | None = None) -> Opened:
+    """`diff A B --section-a NAME --section-b NAME` on the files already open: the structure diff
+    (and suggestions) of the chosen sections; no tensor is read."""
+    return diff_pair(opened.a, opened.b, progress, section_a, section_b)
+
+
+def default_section(checkpoint: Checkpoint, label: str) -> str:
+    """The section core compares when none is named: the file's weights (core.diff's own rule and
+    sentence, for a pair where only the other side's section is named)."""
+    if checkpoint.weights is None:
+        raise CheckpointError(f"File {label} ('{checkpoint.path.name}') holds no model weights to "
+                              "compare.")
+    return checkpoint.weights
 
 
 def values_diff(opened: Opened, progress: Progress | None = None) -> Opened:
@@ -54,12 +80,13 @@ def values_diff(opened: Opened, progress: Progress | None = None) -> Opened:
 
 def apply_and_rediff(opened: Opened, rules: Sequence[RemapRule], destination: str,
                      progress: Progress | None = None) -> tuple[ConvertResult, Opened]:
-    """Write A renamed by `rules` (verified, atomic) and diff the written file against B."""
-    section = opened.result.sections[0].section_a
-    written = write_remapped(opened.a, rules, destination, section=section, overwrite=True,
-                             progress=progress)
+    """Write A's compared section renamed by `rules` (verified, atomic) and diff the written file
+    (its only section) against the same section of B."""
+    compared = opened.result.sections[0]
+    written = write_remapped(opened.a, rules, destination, section=compared.section_a,
+                             overwrite=True, progress=progress)
     a = open_labelled(written.outputs[-1]["path"], "A")
-    return written, diff_pair(a, opened.b, progress)
+    return written, diff_pair(a, opened.b, progress, section_b=compared.section_b)
 
 
 def _size(path: Path) -> int:

@@ -1,7 +1,9 @@
 """The checks panel's parity settings beyond atol/rtol, as `ckpt-studio check parity` has them:
-per-output tolerances (`--tol OUTPUT=ATOL,RTOL`, parsed by the CLI's own parser) and .npz files of
+per-output tolerances (`--tol OUTPUT=ATOL,RTOL`, parsed by the CLI's own parser), .npz files of
 inputs tested instead of generated ones (`--inputs-npz`, read by core.checks.common.load_cases on the
-worker), plus the parity job that passes them on to core.checks.parity.check_parity."""
+worker) and a folder for the failing cases (`--save-dir`, written by core as .npz files that the
+input-files field reads back), plus the parity job that passes them on to
+core.checks.parity.check_parity."""
 
 from __future__ import annotations
 
@@ -27,6 +29,10 @@ NPZ_TIP = ("Parity runs one case per .npz file instead of the generated inputs (
            "--inputs-npz): arrays named like the model's inputs, or 'input.NAME' as in a saved "
            "failing case. The spec and shapes are then not used for parity.")
 NPZ_FILTER = "NumPy archives (*.npz);;All files (*)"
+SAVE_HINT = "optional: a folder for the failing cases (.npz), e.g. parity-failures"
+SAVE_TIP = ("Each failing input shape is saved there as a .npz file with its inputs and both models' "
+            "outputs (like the CLI's --save-dir). Pick those files under 'Input files' to test "
+            "exactly those cases again. Empty: nothing is saved.")
 
 
 def parse_tolerances(text: str) -> dict[str, tuple[float, float]]:
@@ -62,12 +68,49 @@ class NpzField(PathField):
             self.set_text("; ".join(paths))
 
 
+class SaveDirField(PathField):
+    """The folder failing cases are saved to (a folder picker); '' when none."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("dir", SAVE_HINT, "", parent)
+        self.setToolTip(SAVE_TIP)
+
+    def folder(self) -> str | None:
+        """The folder as an absolute path ('~' expanded), None when empty. A path that exists and
+        is not a folder is refused before anything runs."""
+        from core.errors import CheckFailed
+
+        text = self.text()
+        if not text:
+            return None
+        path = Path(text).expanduser().absolute()
+        if path.exists() and not path.is_dir():
+            raise CheckFailed(f"'{path}' is a file, not a folder; choose a folder to save the "
+                              "failing cases in.")
+        return str(path)
+
+
+def saved_cases(result: ParityResult) -> list[str]:
+    """The .npz files core saved, one per failing case (none when no folder was given)."""
+    return [case.saved for case in result.cases if case.saved]
+
+
+def saved_text(result: ParityResult) -> str:
+    """'2 failing cases saved to /path/folder.' ('' when nothing was saved)."""
+    saved = saved_cases(result)
+    if not saved:
+        return ""
+    n = len(saved)
+    return f"{n} failing case{'s' if n != 1 else ''} saved to {Path(saved[0]).parent}."
+
+
 def run_parity(reference: str, candidate: str, trust: bool, specs: list[InputSpec] | None,
                points: list[dict[str, int]] | None, atol: float | None, rtol: float | None,
                tolerances: dict[str, tuple[float, float]] | None = None,
-               npz: list[str] | None = None, progress: Progress | None = None) -> ParityResult:
-    """gui.jobs.run_parity with the CLI's --tol and --inputs-npz: the .npz cases (when given)
-    replace the generated inputs."""
+               npz: list[str] | None = None, save_dir: str | None = None,
+               progress: Progress | None = None) -> ParityResult:
+    """gui.jobs.run_parity with the CLI's --tol, --inputs-npz and --save-dir: the .npz cases (when
+    given) replace the generated inputs; failing cases are saved to `save_dir` (when given)."""
     from core.checks.common import load_cases
     from core.checks.parity import check_parity
     from core.runtime import build_runner
@@ -75,4 +118,4 @@ def run_parity(reference: str, candidate: str, trust: bool, specs: list[InputSpe
     cases = load_cases(npz) if npz else None
     ref, cand = build_runner(reference, trust), build_runner(candidate, trust)
     return check_parity(ref, cand, specs, points=points, cases=cases, atol=atol, rtol=rtol,
-                        tolerances=tolerances, progress=progress)
+                        tolerances=tolerances, save_dir=save_dir, progress=progress)
