@@ -1,16 +1,19 @@
-"""Small shared widgets: a "Details" expander, the findings banner, a message page."""
+"""Small shared widgets: a "Details" expander, the findings banner, a message page, a table."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QAbstractItemModel, Qt, Signal
 from PySide6.QtGui import QFont, QFontDatabase
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QFrame,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QPlainTextEdit,
     QPushButton,
     QStyle,
+    QTableView,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -113,3 +116,20 @@ class MessagePage(QWidget):
         self.details.set_details(details)
         self.button.setText(button)
         self.button.setVisible(bool(button))
+
+
+def sortable_table(model: QAbstractItemModel) -> QTableView:
+    """A compact table over `model`: whole-row selection, no grid, fixed row height, sorting that
+    starts unsorted (a third click on a header goes back to the model's order)."""
+    view = QTableView()
+    view.setModel(model)
+    view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    view.setShowGrid(False)
+    view.setWordWrap(False)
+    view.verticalHeader().setVisible(False)
+    view.verticalHeader().setDefaultSectionSize(view.fontMetrics().height() + 6)
+    view.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+    view.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
+    view.setSortingEnabled(True)
+    view.horizontalHeader().setSortIndicatorClearable(True)
+    return view

@@ -7,10 +7,11 @@ from collections.abc import Callable
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QIcon, QPixmap
-from PySide6.QtWidgets import QAbstractItemView, QFrame, QHeaderView, QLabel, QTableView, QToolButton
+from PySide6.QtWidgets import QFrame, QHeaderView, QLabel, QTableView, QToolButton
 
 from gui.models import diff_table
 from gui.models.diff_table import DiffTableModel
+from gui.widgets import sortable_table
 
 SAMPLES = {diff_table.STATUS: "Shape mismatch", diff_table.SHAPE_A: "[32000, 4096]",
            diff_table.DTYPE_A: "bfloat16", diff_table.SHAPE_B: "[32000, 4096]",
@@ -43,18 +44,7 @@ def swatch_icon(colour: QColor) -> QIcon:
 
 
 def table_view(model: DiffTableModel) -> QTableView:
-    view = QTableView()
-    view.setModel(model)
-    view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-    view.setShowGrid(False)
-    view.setWordWrap(False)
-    view.verticalHeader().setVisible(False)
-    view.verticalHeader().setDefaultSectionSize(view.fontMetrics().height() + 6)
-    view.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
-    view.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
-    view.setSortingEnabled(True)
-    view.horizontalHeader().setSortIndicatorClearable(True)
-    return view
+    return sortable_table(model)
 
 
 def size_columns(view: QTableView) -> None:

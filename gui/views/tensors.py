@@ -23,6 +23,7 @@ from core.model import TensorInfo
 from gui.models import module_tree, tensor_table
 from gui.models.module_tree import ModuleTreeModel
 from gui.models.tensor_table import TensorTableModel
+from gui.widgets import sortable_table
 
 FILTER_DELAY_MS = 120
 SAMPLE_TEXT = {  # widest text expected per column, to size columns without measuring every row
@@ -113,19 +114,9 @@ class TensorsPanel(QWidget):
 
 
 def _table_view(model: TensorTableModel) -> QTableView:
-    view = QTableView()
-    view.setModel(model)
-    view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    view = sortable_table(model)
     view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
     view.setAlternatingRowColors(True)
-    view.setShowGrid(False)
-    view.setWordWrap(False)
-    view.verticalHeader().setVisible(False)
-    view.verticalHeader().setDefaultSectionSize(view.fontMetrics().height() + 6)
-    view.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
-    view.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
-    view.setSortingEnabled(True)
-    view.horizontalHeader().setSortIndicatorClearable(True)
     columns = {tensor_table.SHAPE: "shape", tensor_table.DTYPE: "dtype", tensor_table.SIZE: "size",
                tensor_table.ROLE: "role"}
     _size_columns(view, view.horizontalHeader(), tensor_table.NAME, columns)
