@@ -15,7 +15,7 @@ import gc
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +54,15 @@ class KeyDiff:
 
 def _list(shape: tuple[int, ...] | None) -> list[int] | None:
     return None if shape is None else list(shape)
+
+
+def _add_up(statuses: Sequence[str], counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    """Per-section counts summed per status (every status present, 0 when none)."""
+    out = dict.fromkeys(statuses, 0)
+    for found in counts:
+        for status, n in found.items():
+            out[status] += n
+    return out
 
 
 @dataclass
@@ -97,19 +106,11 @@ class DiffResult:
 
     @property
     def totals(self) -> dict[str, int]:
-        out = dict.fromkeys(STATUSES, 0)
-        for sec in self.sections:
-            for status, n in sec.counts().items():
-                out[status] += n
-        return out
+        return _add_up(STATUSES, (sec.counts() for sec in self.sections))
 
     @property
     def value_totals(self) -> dict[str, int]:
-        out = dict.fromkeys(VALUE_STATUSES, 0)
-        for sec in self.sections:
-            for status, n in sec.value_counts().items():
-                out[status] += n
-        return out
+        return _add_up(VALUE_STATUSES, (sec.value_counts() for sec in self.sections))
 
     @property
     def suggestions(self) -> list[RemapSuggestion]:
@@ -198,6 +199,9 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, *, sections: Sequence[tuple[s
 
 @contextmanager
 def gc_paused() -> Iterator[None]:
+    """Switch the cyclic garbage collector off for a block that builds very many small objects
+    and no reference cycles (a diff, a module tree): it would run many useless passes. Restores
+    the previous state (a caller that had it off keeps it off). Shared with gui/models."""
     enabled = gc.isenabled()
     gc.disable()
     try:

@@ -1,4 +1,6 @@
-"""The desktop app: QApplication, main window, menus, drag-and-drop, recent files, geometry.
+"""The desktop app: QApplication, main window, tabs, drag-and-drop, geometry, `main()`.
+
+The menus, toolbar, recent files and About text are built in gui/menus.py.
 
 Nothing here imports torch: files open on a worker with the torch-free core readers.
 """
@@ -6,22 +8,18 @@ Nothing here imports torch: files open on a worker with the torch-free core read
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
-import platform
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QTimer, QUrl
 from PySide6.QtGui import (
-    QAction,
     QCloseEvent,
     QDragEnterEvent,
     QDragMoveEvent,
     QDropEvent,
     QIcon,
-    QKeySequence,
     QPalette,
 )
 from PySide6.QtWidgets import (
@@ -29,24 +27,22 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QLabel,
     QMainWindow,
-    QMenu,
     QMessageBox,
     QStackedWidget,
-    QStyle,
     QTabWidget,
-    QToolBar,
     QVBoxLayout,
     QWidget,
 )
 
 from core import __version__
+from gui.menus import APP_NAME, about_text, add_recent_file, build_menus
+from gui.menus import recent_files as recent_files  # re-exported: callers know it as gui.app's
 from gui.views.convert import ConvertPanel
 from gui.views.diff import DiffView
 from gui.views.inspect import InspectView
 
-APP_NAME = ORG_NAME = "Checkpoint Studio"
+ORG_NAME = APP_NAME
 ICON_PATH = Path(__file__).resolve().parents[1] / "resources" / "icons" / "ckpt-studio.svg"
-MAX_RECENT = 10
 # Panels written separately: mounted as tabs when their module exists (imported on first use, so
 # they may import torch without slowing the start). key -> (module, class, tab title, shortcut)
 OPTIONAL_PANELS = {"export": ("gui.views.export", "ExportPanel", "Export", "Ctrl+Shift+E"),
@@ -75,70 +71,15 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self._restore_geometry()
 
-    # -- menus ---------------------------------------------------------------------------------
+    # -- menus (gui/menus.py) -------------------------------------------------------------------
     def _build_menus(self) -> None:
-        icon = self.style().standardIcon
-        file_menu = self.menuBar().addMenu("&File")
-        self.open_action = self._action(file_menu, "&Open…", "Ctrl+O", self.choose_files,
-                                        icon(QStyle.StandardPixmap.SP_DialogOpenButton))
-        self.compare_action = self._action(file_menu, "Co&mpare Two Files…", "Ctrl+D",
-                                           self.choose_compare,
-                                           icon(QStyle.StandardPixmap.SP_FileDialogContentsView))
-        self.recent_menu = file_menu.addMenu("Open &Recent")
-        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
-        self._action(file_menu, "&Close", "Ctrl+W",
-                     lambda: self.close_tab(self.tabs.currentIndex()))
-        file_menu.addSeparator()
-        self._action(file_menu, "&Quit", "Ctrl+Q", self.close)
-        edit_menu = self.menuBar().addMenu("&Edit")
-        self._action(edit_menu, "&Filter Names", "Ctrl+F", self.focus_filter)
-        tools = self.menuBar().addMenu("&Tools")
-        self.convert_action = self._action(tools, "&Convert…", "Ctrl+Shift+C",
-                                           lambda: self.open_convert(),
-                                           icon(QStyle.StandardPixmap.SP_DialogSaveButton))
-        self.panel_actions: dict[str, QAction] = {}
-        pixmaps = {"export": QStyle.StandardPixmap.SP_ArrowForward,
-                   "checks": QStyle.StandardPixmap.SP_DialogApplyButton}
-        for key, (module, _cls, title, shortcut) in OPTIONAL_PANELS.items():
-            if _module_exists(module):
-                self.panel_actions[key] = self._action(tools, f"&{title}…", shortcut,
-                                                       lambda _checked=False, k=key: self.open_panel(k),
-                                                       icon(pixmaps[key]))
-        help_menu = self.menuBar().addMenu("&Help")
-        self._action(help_menu, "&About Checkpoint Studio", None, self.show_about)
-        self._build_toolbar()
-
-    def _build_toolbar(self) -> None:
-        bar = QToolBar("Main", movable=False, objectName="MainToolBar")
-        bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        for action in (self.open_action, self.compare_action, self.convert_action,
-                       *self.panel_actions.values()):
-            bar.addAction(action)
-        self.addToolBar(bar)
-
-    def _action(self, menu: QMenu, text: str, shortcut: str | None,
-                slot: Callable[[], object], icon: QIcon | None = None) -> QAction:
-        action = QAction(text, self)
-        if icon is not None:
-            action.setIcon(icon)
-        if shortcut is not None:
-            action.setShortcut(QKeySequence(shortcut))
-            action.setToolTip(f"{text.replace('&', '').rstrip('…')} ({shortcut})")
-        action.triggered.connect(slot)
-        menu.addAction(action)
-        return action
+        actions = build_menus(self, OPTIONAL_PANELS)
+        self.open_action, self.compare_action = actions.open, actions.compare
+        self.convert_action, self.panel_actions = actions.convert, actions.panels
+        self.recent_menu = actions.recent_menu
 
     def _fill_recent_menu(self) -> None:
-        self.recent_menu.clear()
-        for path in recent_files():
-            action = self.recent_menu.addAction(path)
-            action.triggered.connect(lambda _checked=False, p=path: self.open_files([p]))
-        if not self.recent_menu.actions():
-            self.recent_menu.addAction("No recent files").setEnabled(False)
-        else:
-            self.recent_menu.addSeparator()
-            self.recent_menu.addAction("Clear Recent Files").triggered.connect(
-                lambda: QSettings().setValue("recent_files", []))
+        self.recent_menu.fill()
 
     # -- opening -------------------------------------------------------------------------------
     def choose_files(self) -> None:
@@ -325,39 +266,6 @@ class MainWindow(QMainWindow):
         for widget in self.tab_widgets():
             _shutdown(widget)
         super().closeEvent(event)
-
-
-def about_text() -> str:
-    import PySide6
-    from PySide6.QtCore import qVersion
-
-    lines = [f"<b>{APP_NAME}</b> {__version__}",
-             "Inspect, convert, diff, export and check PyTorch checkpoints without running code "
-             "from them.", "",
-             f"Python {platform.python_version()}",
-             f"Qt {qVersion()} (PySide6 {PySide6.__version__})"]
-    torch = sys.modules.get("torch")  # shown only when already loaded; never imported for this
-    if torch is not None:
-        lines.append(f"PyTorch {getattr(torch, '__version__', '?')}")
-    return "<br>".join(lines)
-
-
-def recent_files() -> list[str]:
-    value = QSettings().value("recent_files", [])
-    paths = [value] if isinstance(value, str) else list(value or [])
-    return [p for p in paths if isinstance(p, str)]
-
-
-def add_recent_file(path: str) -> None:
-    paths = [path, *(p for p in recent_files() if p != path)][:MAX_RECENT]
-    QSettings().setValue("recent_files", paths)
-
-
-def _module_exists(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def _shutdown(widget: QWidget) -> None:

@@ -7,6 +7,16 @@
     # leaving it by any exception (Cancelled, disk full, a bug) deletes every temp.
 
 OSErrors raised inside the block come out as a CheckpointError with a plain sentence.
+
+Leftovers. A temp is named `.<final name>.<pid>-<host>-<random>.partial` (pid: the writer's process
+id; host: the CRC-32 of the machine's name, 8 hex digits) and stays exclusively flock()ed by its
+writer until it is moved into place or deleted. A writer killed outright (SIGKILL, power loss)
+leaves it behind; entering a later Staging whose destination is in the same folder removes such
+leftovers (`remove_stale_temps`), but only a regular file that matches that exact pattern, was
+written on this machine, names a process that no longer exists, and whose lock can be taken at
+once (the kernel drops a lock when its holder dies, so a live writer's file is never taken, even
+with a reused pid). Other files, other machines' temps (a shared network folder) and, on systems
+without flock (Windows), every temp are left alone.
 """
 
 from __future__ import annotations
@@ -14,7 +24,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import tempfile
+import re
+import secrets
+import socket
+import stat
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -22,7 +36,16 @@ from types import TracebackType
 from core.errors import CheckpointError
 from core.files import fsync_dir, same_file
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no locks, so no clean-up of leftovers
+    fcntl = None  # type: ignore[assignment]
+
 NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
+# `.<final name>.<pid>-<host>-<random>.partial`: nothing else (tempfile's names, other programs'
+# files) matches, as their last part before `.partial` holds no '-'
+TEMP_NAME = re.compile(r"\.(?P<final>.+)\.(?P<pid>[1-9][0-9]{0,9})-(?P<host>[0-9a-f]{8})-[0-9a-f]{8}"
+                       r"\.partial")
 
 
 class Staging:
@@ -31,12 +54,15 @@ class Staging:
         self.finals = [Path(p) for p in finals]
         self.overwrite = overwrite
         self.temps: dict[Path, Path] = {}
+        self._locks: dict[Path, int] = {}  # temp -> an fd holding its flock while it is ours
         self.create_dir = create_dir  # a folder to make first (sharded output); removed on failure
         self._made_dir = False
         check_destinations(self.finals, overwrite=overwrite, protect=list(protect),
                            folder=create_dir)
 
     def __enter__(self) -> Staging:
+        for folder in dict.fromkeys(p.parent for p in self.finals):
+            remove_stale_temps(folder)  # left by writers killed earlier (see the module docstring)
         if self.create_dir is not None and not self.create_dir.exists():
             try:
                 self.create_dir.mkdir()
@@ -46,14 +72,30 @@ class Staging:
         return self
 
     def temp(self, final: Path) -> Path:
+        """A new empty file beside `final`, locked (flock) as ours until moved or deleted."""
+        for _ in range(100):
+            tag = f"{os.getpid()}-{host_tag()}-{secrets.token_hex(4)}"
+            path = final.parent / f".{final.name}.{tag}.partial"
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                             0o600)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise write_error(exc, final) from None
+            break
+        else:  # pragma: no cover - 100 collisions of 32 random bits
+            raise write_error(OSError(errno.EEXIST, "no free temp file name"), final)
+        self.temps[final] = path
         try:
-            fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial",
-                                        dir=final.parent)
-        except OSError as exc:
-            raise write_error(exc, final) from None
-        os.close(fd)
-        self.temps[final] = Path(name)
-        return Path(name)
+            if fcntl is None:  # pragma: no cover - Windows
+                raise OSError(errno.ENOLCK, "no flock")
+            fcntl.flock(fd, fcntl.LOCK_EX)  # a new file: nobody else holds it, this never waits
+        except OSError:  # no locks here (some network folders): nobody else can lock it either,
+            os.close(fd)  # so no clean-up ever takes it
+        else:
+            self._locks[path] = fd
+        return path
 
     def sync(self, path: Path) -> None:
         with open(path, "rb+") as f:
@@ -79,7 +121,7 @@ class Staging:
                     self.finals[-1].unlink()  # so a set moved in half never loads as one
             for final in self.finals:
                 _move(self.temps[final], final, self.overwrite)
-                del self.temps[final]  # moved: no longer ours to delete if a later move fails
+                self._unlock(self.temps.pop(final))  # moved: no longer ours to delete
             for folder in dict.fromkeys(p.parent for p in self.finals):
                 fsync_dir(folder)
 
@@ -87,20 +129,78 @@ class Staging:
         for temp in self.temps.values():
             with contextlib.suppress(OSError):
                 temp.unlink()
+            self._unlock(temp)  # after the unlink: a locked name is never free for the taking
         self.temps.clear()
         if self._made_dir and self.create_dir is not None:
             with contextlib.suppress(OSError):
                 self.create_dir.rmdir()
+
+    def _unlock(self, temp: Path) -> None:
+        fd = self._locks.pop(temp, None)
+        if fd is not None:
+            os.close(fd)  # releases the flock
+
+
+def host_tag() -> str:
+    """8 hex digits naming this machine in temp names (see the module docstring)."""
+    return f"{zlib.crc32(socket.gethostname().encode('utf-8', 'replace')):08x}"
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete the temps in `folder` whose writer is gone (the rules are in the module docstring);
+    returns what it deleted. Best effort: a file it cannot judge or delete is left as it is."""
+    if fcntl is None:  # pragma: no cover - Windows: no way to tell a live writer's file
+        return []
+    removed, host = [], host_tag()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    for entry in entries:
+        match = TEMP_NAME.fullmatch(entry.name)
+        if match is None or match["host"] != host or _alive(int(match["pid"])):
+            continue
+        with contextlib.suppress(OSError):
+            if _remove_if_unlocked(Path(entry.path)):
+                removed.append(Path(entry.path))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process `pid` exists on this machine (POSIX; a reused pid counts as alive)."""
+    try:
+        os.kill(pid, 0)  # signal 0: only asks (never called on Windows, where it would kill)
+    except (ProcessLookupError, OverflowError):  # no such process; no such pid can exist
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _remove_if_unlocked(path: Path) -> bool:
+    """Unlink `path` if it is a regular file (not a link) nobody holds the flock of."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # a live writer holds it
+            return False
+        now = os.lstat(path)  # still the file we locked (not renamed away and replaced)?
+        if (now.st_dev, now.st_ino) != (info.st_dev, info.st_ino):
+            return False
+        os.unlink(path)
+        return True
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
 def _locked(folder: Path | None) -> Iterator[None]:
     """Hold an exclusive lock on `folder` while a set of files moves into it, so two writers'
     sets never interleave (POSIX flock; elsewhere, and for a single file, no lock is needed)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        fcntl = None  # type: ignore[assignment]
     if folder is None or fcntl is None:
         yield
         return

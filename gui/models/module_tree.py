@@ -5,9 +5,7 @@ Nodes are small slotted objects built once; Qt asks for rows lazily (no widget p
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from functools import lru_cache
 from math import prod
 from typing import Any
@@ -16,6 +14,7 @@ from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelInde
 from PySide6.QtGui import QFont, QPalette
 from PySide6.QtWidgets import QApplication
 
+from core.diff import gc_paused
 from core.dtypes import ITEMSIZE
 from core.model import BUFFER, TensorInfo
 from core.report import human_bytes, human_count, shape_text
@@ -56,7 +55,7 @@ class Node:
 def build_tree(tensors: list[TensorInfo]) -> Node:
     """One node per dotted name part, in file order, with subtotals (names are unique per section)."""
     root = Node("", None, 0)
-    with _gc_paused():  # 400k new objects would trigger many useless cyclic-GC passes
+    with gc_paused():  # 400k new objects would trigger many useless cyclic-GC passes
         _insert_all(root, tensors)
         _subtotal(root)
     return root
@@ -75,17 +74,6 @@ def _insert_all(root: Node, tensors: list[TensorInfo]) -> None:
                 node.by_name[part] = child
             node = child
         node.tensor = t
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _subtotal(root: Node) -> None:

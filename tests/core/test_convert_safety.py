@@ -236,12 +236,14 @@ def test_plain_safetensors_conversion_needs_no_torch(files, tmp_path):
 
 def test_permission_errors_are_plain(files, tmp_path, monkeypatch):
     """Root ignores a read-only folder, so the refusal is simulated where the temp file is made."""
-    import tempfile
+    real_open = os.open
 
-    def refuse(*args, **kwargs):
-        raise PermissionError(errno.EACCES, "Permission denied")
+    def refuse(path, flags, *args, **kwargs):
+        if flags & os.O_CREAT and str(path).endswith(".partial"):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real_open(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(os, "open", refuse)
     with pytest.raises(CheckpointError, match="may not write"):
         convert(files["state_dict"], tmp_path / "x.safetensors")
     assert list(tmp_path.iterdir()) == []

@@ -2,8 +2,9 @@
 
 Each conversion runs in a child process (tests/reliability/child.py). Whatever happens to it, the
 destination holds either nothing, the previous complete output or the new complete output, never
-a mix or a torn file; temp files left by a killed process are hidden `.<name>.<random>.partial`
-files that nothing reads and a later conversion ignores; the source is never touched.
+a mix or a torn file; temp files left by a killed process are hidden
+`.<name>.<pid>-<host>-<random>.partial` files that nothing reads and that a later conversion into
+the same folder removes (never those of a writer still running); the source is never touched.
 """
 
 from __future__ import annotations
@@ -121,10 +122,10 @@ def test_sigkill_between_the_moves_into_place(sources: dict[str, Source], tmp_pa
 
 
 @pytest.mark.parametrize("target", ["safetensors", "safetensors-sharded"])
-def test_leftover_temp_files_are_hidden_and_ignored(sources: dict[str, Source], tmp_path: Path,
-                                                    target: str) -> None:
+def test_leftover_temp_files_are_hidden_then_removed(sources: dict[str, Source], tmp_path: Path,
+                                                     target: str) -> None:
     """A conversion killed mid-write leaves hidden .partial files; the destination is absent,
-    and converting again (or opening the result) is not disturbed by them."""
+    converting again is not disturbed by them, and removes them (their writer is gone)."""
     dest = prepare(tmp_path / "run", target, previous=None)
     opts = {"source": str(sources["B"].path), "dest": str(dest), "target": target,
             "max_shard_size": SHARD, "chunk": CHUNK, "update_sleep": 0.01}
@@ -136,7 +137,29 @@ def test_leftover_temp_files_are_hidden_and_ignored(sources: dict[str, Source], 
     convert(sources["B"].path, dest, target, overwrite=True, max_shard_size=SHARD)
     assert state(dest, target, sources) == "B"
     assert open_checkpoint(dest / INDEX_NAME if folder == dest else dest).all_tensors()
-    assert leftovers(folder) == left  # never read, never taken for output
+    assert leftovers(folder) == []  # never read, never taken for output, and now cleaned up
+
+
+@pytest.mark.parametrize("target", ["safetensors", "pt"])
+def test_a_running_writers_temp_file_is_never_removed(sources: dict[str, Source], tmp_path: Path,
+                                                      target: str) -> None:
+    """While one conversion is mid-write, another one to the same destination leaves the first
+    one's temp file alone; both finish and the destination holds one complete output."""
+    a, b = sources["A"], sources["B"]
+    dest = prepare(tmp_path / "run", target, previous=None)
+    proc = spawn({"source": str(b.path), "dest": str(dest), "target": target, "overwrite": True,
+                  "chunk": CHUNK, "update_sleep": 0.05})
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("U ") and leftovers(dest.parent):
+            break
+    theirs = leftovers(dest.parent)
+    assert theirs, "the child should be mid-write"
+    convert(a.path, dest, target, overwrite=True)
+    assert set(theirs) <= set(leftovers(dest.parent))  # still there, still being written
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and out.splitlines()[-1] == "DONE", err[-2000:]
+    assert state(dest, target, sources) == "B" and leftovers(dest.parent) == []
 
 
 # ---- disk full ----------------------------------------------------------------------------------
