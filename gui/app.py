@@ -13,12 +13,13 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QTimer, QUrl
+from PySide6.QtCore import QEvent, QObject, QSettings, Qt, QTimer, QUrl
 from PySide6.QtGui import (
     QCloseEvent,
     QDragEnterEvent,
     QDragMoveEvent,
     QDropEvent,
+    QFileOpenEvent,
     QIcon,
     QPalette,
 )
@@ -309,6 +310,22 @@ def create_app(argv: list[str] | None = None) -> QApplication:
     return app  # type: ignore[return-value]
 
 
+class FileOpenRouter(QObject):
+    """Opens the files the OS hands over as events: on macOS a double-click or "Open With" on a
+    file reaches a running (or starting) app as a QFileOpenEvent, not as a command-line argument."""
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__(window)
+        self.window = window
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
+        if event.type() == QEvent.Type.FileOpen and isinstance(event, QFileOpenEvent) and event.file():
+            self.window.open_path(event.file())
+            self.window.raise_()
+            return True
+        return super().eventFilter(watched, event)
+
+
 def main(files: list[str]) -> int:
     """Open the main window (with `files`, if any) and run until it closes."""
     if not has_screen():
@@ -318,6 +335,7 @@ def main(files: list[str]) -> int:
         return 2
     app = create_app()
     window = MainWindow()
+    app.installEventFilter(FileOpenRouter(window))
     window.show()
     window.open_files(files)
     shot = os.environ.get("CKPT_STUDIO_SCREENSHOT")
