@@ -96,15 +96,8 @@ def _diff(a: Checkpoint, b: Checkpoint | dict[str, TensorInfo], args: argparse.N
     if isinstance(b, dict):
         return diff_against_model(a, b, args.model, section=section_a, suggest=suggest)
     section_b = args.section_b or args.section
-    pairs = None
-    if section_a or section_b:
-        pairs = [(section_a or _weights(a), section_b or _weights(b))]
-    return diff_checkpoints(a, b, sections=pairs, values=args.values, atol=args.atol,
-                            rtol=args.rtol, suggest=suggest, progress=progress)
-
-
-def _weights(checkpoint: Checkpoint) -> str:
-    return checkpoint.weights or next(iter(checkpoint.sections), "model")
+    return diff_checkpoints(a, b, section_a=section_a, section_b=section_b, values=args.values,
+                            atol=args.atol, rtol=args.rtol, suggest=suggest, progress=progress)
 
 
 def _apply(a: Checkpoint, b: Checkpoint | dict[str, TensorInfo], result: DiffResult, args: argparse.Namespace,

@@ -172,12 +172,15 @@ def diff_files(path_a: str | os.PathLike[str], path_b: str | os.PathLike[str],
 
 
 def diff_checkpoints(a: Checkpoint, b: Checkpoint, *, sections: Sequence[tuple[str, str]] | None = None,
+                     section_a: str | None = None, section_b: str | None = None,
                      values: bool = False, atol: float | None = None, rtol: float | None = None,
                      rules: Sequence[RemapRule] = (), suggest: bool = False,
                      progress: Progress | None = None) -> DiffResult:
-    """Diff two opened checkpoints section pair by section pair."""
+    """Diff two opened checkpoints section pair by section pair: `sections`, or else A's
+    `section_a` with B's `section_b` (each defaulting to the file's `default_section`)."""
     start = time.perf_counter_ns()
-    pairs = list(sections) if sections else [(_weights(a, "A"), _weights(b, "B"))]
+    pairs = list(sections) if sections else [(section_a or default_section(a, "A"),
+                                              section_b or default_section(b, "B"))]
     out = []
     tensor_pairs: list[tuple[KeyDiff, TensorInfo, TensorInfo]] = []
     with gc_paused():  # hundreds of thousands of small objects and no cycles: skip the GC passes
@@ -217,7 +220,7 @@ def diff_against_model(checkpoint: Checkpoint, expected: Mapping[str, TensorInfo
     """The checkpoint (A) vs the keys a model expects (B): what load_state_dict(strict=True) says."""
     model = Checkpoint(Path(source), MODEL_FORMAT, {"model": Section("model", dict(expected))},
                        weights="model")
-    name = section or _weights(checkpoint, "A")
+    name = section or default_section(checkpoint, "A")
     result = diff_checkpoints(checkpoint, model, sections=[(name, "model")], rules=rules,
                               suggest=suggest)
     for key in result.sections[0].keys:  # load_state_dict takes a [1] tensor into a 0-dim one
@@ -246,11 +249,15 @@ def model_keys(source: str, kwargs: dict[str, Any] | None = None,
             expected_keys(module).items()}
 
 
-def _weights(checkpoint: Checkpoint, label: str) -> str:
-    if checkpoint.weights is None:
-        raise CheckpointError(f"File {label} ('{checkpoint.path.name}') holds no model weights to "
-                              "compare.")
-    return checkpoint.weights
+def default_section(checkpoint: Checkpoint, label: str) -> str:
+    """The section compared when none is named: the file's weights, else (an optimizer-only file,
+    say) its first section that holds tensors."""
+    if checkpoint.weights is not None:
+        return checkpoint.weights
+    with_tensors = [name for name, section in checkpoint.sections.items() if section.tensors]
+    if not with_tensors:
+        raise CheckpointError(f"File {label} ('{checkpoint.path.name}') holds no tensors to compare.")
+    return with_tensors[0]
 
 
 def section_tensors(checkpoint: Checkpoint, name: str, label: str = "") -> dict[str, TensorInfo]:

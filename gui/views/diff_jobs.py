@@ -12,7 +12,6 @@ from pathlib import Path
 
 from core.convert import ConvertResult
 from core.diff import MODEL_FORMAT, DiffResult, diff_against_model, diff_checkpoints, open_labelled, open_pair
-from core.errors import CheckpointError
 from core.model import Checkpoint
 from core.progress import Progress
 from core.remap import RemapRule, write_remapped
@@ -49,9 +48,8 @@ def diff_pair(a: Checkpoint, b: Checkpoint, progress: Progress | None = None,
     if b.format == MODEL_FORMAT:  # what load_state_dict(strict=True) would say (no values)
         result = diff_against_model(a, b.sections["model"].tensors, str(b.path), section=section_a)
     else:
-        if (section_a or section_b) and "sections" not in options:
-            options["sections"] = [(section_a or default_section(a, "A"),
-                                    section_b or default_section(b, "B"))]
+        if "sections" not in options:
+            options.update(section_a=section_a, section_b=section_b)
         result = diff_checkpoints(a, b, suggest=True, progress=progress, **options)  # type: ignore[arg-type]
     return Opened(a, b, result, _size(a.path), _size(b.path))
 
@@ -61,15 +59,6 @@ def rediff_sections(opened: Opened, section_a: str | None, section_b: str | None
     """`diff A B --section-a NAME --section-b NAME` on the files already open: the structure diff
     (and suggestions) of the chosen sections; no tensor is read."""
     return diff_pair(opened.a, opened.b, progress, section_a, section_b)
-
-
-def default_section(checkpoint: Checkpoint, label: str) -> str:
-    """The section core compares when none is named: the file's weights (core.diff's own rule and
-    sentence, for a pair where only the other side's section is named)."""
-    if checkpoint.weights is None:
-        raise CheckpointError(f"File {label} ('{checkpoint.path.name}') holds no model weights to "
-                              "compare.")
-    return checkpoint.weights
 
 
 def values_diff(opened: Opened, progress: Progress | None = None) -> Opened:

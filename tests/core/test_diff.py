@@ -266,3 +266,19 @@ def test_200k_keys_structure_diff_and_suggestions_stay_fast():
                                  suggest=True)
     assert unrelated.suggestions == [] and "No common keys" in unrelated.summary()
     assert seconds < 30, seconds  # about 2 s on a shared 2-core machine
+
+
+def test_default_section_is_the_weights_else_the_first_with_tensors(tmp_path):
+    from core.diff import default_section
+    from core.formats import open_checkpoint
+
+    opt_only, nothing = tmp_path / "opt_only.pt", tmp_path / "values.pt"
+    torch.save({"epoch": 2, "optimizer": {"state": {0: {"momentum_buffer": torch.ones(3)}},
+                                          "param_groups": [{"lr": 0.1, "params": [0]}]}}, opt_only)
+    torch.save({"epoch": 2, "lr": 0.1}, nothing)
+    assert default_section(open_checkpoint(opt_only), "B") == "optimizer"
+    with pytest.raises(CheckpointError, match=r"^File B \('values.pt'\) holds no tensors to compare\.$"):
+        default_section(open_checkpoint(nothing), "B")
+    result = diff_checkpoints(open_checkpoint(opt_only), open_checkpoint(opt_only))
+    assert [(s.section_a, s.section_b) for s in result.sections] == [("optimizer", "optimizer")]
+    assert set(result.totals) >= {SAME} and result.totals[SAME] == 1

@@ -33,7 +33,8 @@ def ema_of(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """`train`: model + ema + optimizer + plain values; `other`: model + ema whose EMA has the same
-    values as train's; `weights`: a plain state_dict (train's model); `opt_only`: no weights."""
+    values as train's; `weights`: a plain state_dict (train's model); `opt_only`: no weights, but
+    optimizer tensors; `no_tensors`: only plain values."""
     root = tmp_path_factory.mktemp("sections")
     model = tiny_model()
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -41,12 +42,13 @@ def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     model(torch.randn(2, 3, 8, 8)).sum().backward()
     opt.step()
     paths = {name: root / f"{name}.pt" for name in ("train", "other", "weights", "opt_only",
-                                                    "prefixed")}
+                                                    "prefixed", "no_tensors")}
     torch.save({"model": state, "ema": ema_of(state), "optimizer": opt.state_dict(), "epoch": 4},
                paths["train"])
     torch.save({"model": {k: v * 2 for k, v in state.items()}, "ema": ema_of(state)}, paths["other"])
     torch.save(state, paths["weights"])
     torch.save({"optimizer": opt.state_dict(), "epoch": 1}, paths["opt_only"])
+    torch.save({"epoch": 1, "lr": 0.1}, paths["no_tensors"])
     torch.save({"model": state, "ema": {f"module.{k}": v for k, v in ema_of(state).items()}},
                paths["prefixed"])
     return paths
@@ -179,17 +181,28 @@ def test_apply_remap_writes_the_picked_section(qtbot: QtBot, window: MainWindow,
     assert view.opened.result.value_totals[DIFFERENT] == 10  # the EMA's values were written
 
 
-def test_a_b_without_weights_is_a_plain_error(qtbot: QtBot, window: MainWindow,
+def test_a_b_without_weights_compares_its_tensors(qtbot: QtBot, window: MainWindow,
+                                                 ckpts: dict[str, Path]) -> None:
+    """A B with no model weights (optimizer state only) is compared through its section that holds
+    tensors, as the CLI does; its picker shows which."""
+    view = open_diff(qtbot, window, ckpts["train"], ckpts["weights"])
+    view.set_side_b(str(ckpts["opt_only"]))
+    wait_diff(qtbot, view)
+    assert view.path_b == str(ckpts["opt_only"]) and view.section_b.current() == "optimizer"
+    assert set(rows(view).values()) == {ONLY_A, ONLY_B}  # parameter names vs optimizer slots
+
+
+def test_a_b_without_tensors_is_a_plain_error(qtbot: QtBot, window: MainWindow,
                                               ckpts: dict[str, Path]) -> None:
-    """With A's EMA picked, a B that holds only optimizer state: a plain sentence in the banner,
-    and the diff that was shown stays."""
+    """With A's EMA picked, a B that holds no tensors at all: a plain sentence in the banner, and
+    the diff that was shown stays."""
     view = open_diff(qtbot, window, ckpts["train"], ckpts["weights"])
     pick(qtbot, view, view.section_a, "ema")
     with qtbot.waitSignal(view.failed, timeout=20_000) as blocker:
-        view.set_side_b(str(ckpts["opt_only"]))
+        view.set_side_b(str(ckpts["no_tensors"]))
     wait_diff(qtbot, view)
     message = blocker.args[0]
-    assert message == "File B ('opt_only.pt') holds no model weights to compare."
+    assert message == "File B ('no_tensors.pt') holds no tensors to compare."
     assert view.error.isVisible() and view.error.title.text() == message
     assert "Traceback" not in message
     assert view.path_b == str(ckpts["weights"]) and view.section_a.current() == "ema"
