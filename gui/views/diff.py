@@ -62,6 +62,8 @@ class DiffView(QWidget):
         self.opened: Opened | None = None
         self.written: ConvertResult | None = None
         self._differ = differ
+        self._side_b: str | ModelSource = self.model_b or self.path_b  # B of the running job
+        self._running_text = ""  # what the running job does, for its messages
         self.model = DiffTableModel(parent=self)
         self._build()
         if self.model_b is not None:  # show which model B is, ready to edit
@@ -180,7 +182,8 @@ class DiffView(QWidget):
                 return
         chosen = self._chosen_a()  # A's picked section stays picked; B starts at its default
         job = Job(self._differ, self.path_a, b, parent=self, **({"section_a": chosen} if chosen else {}))
-        job.succeeded.connect(lambda opened: self._on_side_b(opened, b))
+        self._side_b = b
+        job.succeeded.connect(self._on_side_b)
         self._run(job, f"Comparing {Path(self.path_a).name} with {Path(str(b)).name}")
 
     def choose_file_b(self) -> None:
@@ -234,9 +237,12 @@ class DiffView(QWidget):
 
     def _run(self, job: Job, text: str) -> None:
         self.error.setVisible(False)
+        # Job signals go to bound methods, never to lambdas holding the view: a lambda would keep a
+        # view nobody else holds alive until its finished job is deleted, and the view would then
+        # be deleted inside its own child's destructor (a crash).
+        self._running_text = text
         job.failed.connect(self._on_job_failed)
-        job.cancelled.connect(lambda: show_sections(self.section_a, self.section_b, self.opened))
-        job.cancelled.connect(lambda: self._show_notice(f"{text} was cancelled; nothing was changed."))
+        job.cancelled.connect(self._on_job_cancelled)
         self.jobs.start(job, text)
         self._update_buttons()
 
@@ -267,7 +273,8 @@ class DiffView(QWidget):
         self.pages.setCurrentWidget(self.message)
         self.cancelled.emit()
 
-    def _on_side_b(self, opened: Opened, b: str | ModelSource) -> None:
+    def _on_side_b(self, opened: Opened) -> None:
+        b = self._side_b
         self.model_b = b if isinstance(b, ModelSource) else None
         self.path_b = str(b)
         self.state = "ready"
@@ -301,6 +308,10 @@ class DiffView(QWidget):
         show_sections(self.section_a, self.section_b, self.opened)  # back to those shown
         self.error.show_message(message, details)
         self.failed.emit(message)
+
+    def _on_job_cancelled(self) -> None:
+        show_sections(self.section_a, self.section_b, self.opened)
+        self._show_notice(f"{self._running_text} was cancelled; nothing was changed.")
 
     def _show_notice(self, text: str) -> None:
         self.notice.setText(text)

@@ -239,7 +239,7 @@ def test_200k_keys_stay_smooth(qtbot: QtBot) -> None:
     elapsed = time.perf_counter() - start
     assert differing == sum(1 for k in result.sections[0].keys if k.status != SAME) == 250
     assert model.rowCount() == 10 * 50
-    assert elapsed < 3, elapsed
+    assert elapsed < 15, elapsed  # a guard against quadratic regressions (~1.5 s when idle), not a target
 
     section = Section("model", {})
     a = Checkpoint(Path("a.pt"), "synthetic", {"model": section}, weights="model")
