@@ -36,12 +36,16 @@ def _print_section(view: SectionView, console: Console) -> None:
         title += f" (every key starts with '{view.common_prefix}')"
     if view.tensors:
         table = Table(title=title, title_justify="left", show_edge=False, header_style="bold")
-        for col, justify in (("name", "left"), ("shape", "left"), ("dtype", "left"),
-                             ("size", "right"), ("role", "left")):
+        quantized = any(t.quantization is not None for t in view.tensors)
+        columns = [("name", "left"), ("shape", "left"), ("dtype", "left"), ("size", "right"),
+                   ("role", "left")] + ([("quantization", "left")] if quantized else [])
+        for col, justify in columns:
             table.add_column(col, justify=justify)  # type: ignore[arg-type]
         for t in view.tensors:
-            table.add_row(escape(t.name), shape_text(t.shape), t.dtype, human_bytes(t.nbytes), t.role,
-                          style=ROLE_STYLE.get(t.role, ""))
+            cells = [escape(t.name), shape_text(t.shape), t.dtype, human_bytes(t.nbytes), t.role]
+            if quantized:
+                cells.append(t.quantization.describe() if t.quantization is not None else "")
+            table.add_row(*cells, style=ROLE_STYLE.get(t.role, ""))
         console.print(table)
         console.print(f"  {_totals_text(view.totals)}")
     else:

@@ -205,7 +205,8 @@ def stream(info: TensorInfo, chunk: int | None = None, scratch: Scratch | None =
         return
     from core.tensor_io import read_tensor
 
-    flat = read_tensor(info).reshape(-1)
+    tensor = read_tensor(info)
+    flat = (tensor.dequantize() if tensor.is_quantized else tensor).reshape(-1)
     for start in range(0, flat.numel(), chunk):
         yield flat[start:start + chunk]
 

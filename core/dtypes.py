@@ -30,6 +30,17 @@ STORAGE_CLASS: dict[str, str] = {
     "QUInt4x2Storage": "quint4x2", "QUInt2x4Storage": "quint2x4",
 }
 
+# quantized dtype -> the plain integer type of its stored elements (what `int_repr()` returns);
+# their ITEMSIZE above is torch's `element_size()`, the size of the storage element type
+QUANTIZED: dict[str, str] = {
+    "qint8": "int8", "quint8": "uint8", "qint32": "int32", "quint4x2": "uint8", "quint2x4": "uint8",
+}
+
+# sub-byte quantized types pack several elements into one storage byte: shape and strides count
+# elements, the storage holds ceil(elements * bits / 8) bytes (torch's own nbytes still counts 1 B
+# per element, as ITEMSIZE does)
+PACKED_BITS: dict[str, int] = {"quint4x2": 4, "quint2x4": 2}
+
 # safetensors dtype code -> torch name
 SAFETENSORS: dict[str, str] = {
     "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
@@ -46,3 +57,13 @@ def itemsize(dtype: str) -> int:
 
 def is_floating(dtype: str) -> bool:
     return dtype in FLOATING
+
+
+def is_quantized(dtype: str) -> bool:
+    return dtype in QUANTIZED
+
+
+def storage_bytes_for(dtype: str, elements: int) -> int:
+    """Bytes of storage that hold `elements` elements of `dtype` (packed types share bytes)."""
+    bits = PACKED_BITS.get(dtype)
+    return -(-elements * bits // 8) if bits else elements * ITEMSIZE[dtype]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from core.dtypes import is_floating
+from core.dtypes import is_floating, is_quantized
 from core.model import BUFFER, PARAMETER, UNKNOWN, Opaque, Section, TensorInfo
 
 # key in a training checkpoint -> section name
@@ -171,7 +171,7 @@ def guess_role(tensor: TensorInfo) -> str:
     if tensor.role != UNKNOWN:
         return tensor.role
     last = tensor.name.rpartition(".")[2]
-    if last in BUFFER_NAMES or not is_floating(tensor.dtype):
+    if last in BUFFER_NAMES or not (is_floating(tensor.dtype) or is_quantized(tensor.dtype)):
         return BUFFER
     return PARAMETER
 

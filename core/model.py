@@ -62,6 +62,7 @@ class TensorInfo:
     stride: tuple[int, ...] | None = None  # None = contiguous
     role: str = UNKNOWN
     requires_grad: bool = False
+    quantization: Quantization | None = None  # set for quantized tensors (qint8, quint8, ...)
 
     @property
     def numel(self) -> int:
@@ -88,10 +89,63 @@ class TensorInfo:
         return not contiguous or self.storage_offset != 0 or self.nbytes != self.storage.nbytes
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name, "shape": list(self.shape), "dtype": self.dtype,
             "nbytes": self.nbytes, "numel": self.numel, "role": self.role,
         }
+        if self.quantization is not None:
+            out["quantization"] = self.quantization.to_dict()
+        return out
+
+
+PER_TENSOR_AFFINE = "per_tensor_affine"
+PER_CHANNEL_AFFINE = "per_channel_affine"
+PER_CHANNEL_FLOAT_QPARAMS = "per_channel_affine_float_qparams"
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """How a quantized tensor's stored integers map to real values: (q - zero_point) * scale.
+
+    Per tensor: `scale` and `zero_point`. Per channel (along `axis`): `scales` and `zero_points`,
+    each a TensorInfo (how torch.save writes them; their bytes are read only on demand) or, in
+    files from old torch versions, a tuple of numbers. `scheme` is what torch.load's tensor
+    reports as `qscheme()` (a per-channel tensor with float zero points is
+    "per_channel_affine_float_qparams", whatever name the file uses).
+    """
+
+    scheme: str
+    scale: float | None = None
+    zero_point: int | None = None
+    axis: int | None = None
+    scales: TensorInfo | tuple[float, ...] | None = None
+    zero_points: TensorInfo | tuple[int | float, ...] | None = None
+
+    @property
+    def channels(self) -> int:
+        values = self.scales
+        return values.numel if isinstance(values, TensorInfo) else len(values or ())
+
+    def describe(self) -> str:
+        """E.g. "per-tensor affine, scale 0.02, zero point 0"."""
+        if self.scheme == PER_TENSOR_AFFINE:
+            return f"per-tensor affine, scale {self.scale:.6g}, zero point {self.zero_point}"
+        kind = "per-channel affine" + (", float zero points"
+                                       if self.scheme == PER_CHANNEL_FLOAT_QPARAMS else "")
+        return f"{kind}, axis {self.axis}, {self.channels} channels"
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.scheme == PER_TENSOR_AFFINE:
+            return {"scheme": self.scheme, "scale": self.scale, "zero_point": self.zero_point}
+        floats = self.scheme == PER_CHANNEL_FLOAT_QPARAMS  # lists: the types torch.load makes
+        return {"scheme": self.scheme, "axis": self.axis, "channels": self.channels,
+                "scales_dtype": _values_dtype(self.scales, "float32" if floats else "float64"),
+                "zero_points_dtype": _values_dtype(self.zero_points,
+                                                   "float32" if floats else "int64")}
+
+
+def _values_dtype(values: TensorInfo | tuple[Any, ...] | None, listed: str) -> str:
+    return values.dtype if isinstance(values, TensorInfo) else listed
 
 
 @dataclass

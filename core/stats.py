@@ -107,6 +107,8 @@ def _torch() -> Any:
 def _comparable(flat: torch.Tensor) -> torch.Tensor:
     """bool -> uint8 and float8 -> float16 (both lack min/max); other dtypes unchanged (no copy)."""
     torch = _torch()
+    if flat.is_quantized:  # statistics of the real values
+        return flat.dequantize()
     if flat.dtype == torch.bool:
         return flat.view(torch.uint8)
     if flat.dtype.is_floating_point and flat.element_size() == 1:

@@ -5,7 +5,8 @@ Three paths, cheapest first:
   cast -> the kernel copies the byte range (`os.copy_file_range`; else reads and writes through
   one reused buffer); the source hasher checksums the range in its own pass;
 - raw: the same from another file (a shard) -> read into one reused buffer, checksum, write;
-- chunked cast: the same layouts but cast to another float type -> torch casts one chunk at a time;
+- chunked cast: the same layouts but cast to another float type -> `cast_bytes` casts one chunk
+  at a time with numpy + ml_dtypes (no torch), bit for bit what torch's `tensor.to` writes;
 - tensor: anything else (views, big-endian, compressed records) -> `read_tensor`, cast,
   `.contiguous()`, then sliced; memory is one tensor.
 """
@@ -20,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from core.convert.transforms import Item
+from core.convert.transforms import CASTABLE, Item
 from core.dtypes import itemsize
 from core.errors import CorruptFile
 from core.model import TensorInfo
@@ -122,8 +123,8 @@ class SourceReader:
             return
         step_bytes = max(self.chunk // itemsize(info.dtype), 1) * itemsize(info.dtype)
         for offset in range(0, info.nbytes, step_bytes):
-            for part in self.read(path, start + offset, min(step_bytes, info.nbytes - offset)):
-                yield _cast(part, info.dtype, item.dtype)
+            n = min(step_bytes, info.nbytes - offset)
+            yield cast_bytes(self.read_full(path, start + offset, n), info.dtype, item.dtype)
 
     def read(self, path: Path, start: int, nbytes: int) -> Iterator[memoryview]:
         """The bytes [start, start+nbytes) of `path` as views into one reused buffer."""
@@ -138,6 +139,23 @@ class SourceReader:
                                   "truncated.", f"{path}: {left} bytes missing at {f.tell()}")
             left -= n
             yield view[:n]
+
+    def read_full(self, path: Path, start: int, nbytes: int) -> memoryview:
+        """The bytes [start, start+nbytes) of `path` as one view into the reused buffer (a cast
+        needs whole elements, which a short read could split)."""
+        if nbytes > len(self._buf):
+            self._buf = bytearray(nbytes)
+        f = self._file(path)
+        f.seek(start)
+        view = memoryview(self._buf)[:nbytes]
+        got = 0
+        while got < nbytes:
+            n = f.readinto(view[got:])  # type: ignore[attr-defined]
+            if not n:
+                raise CorruptFile("The file is shorter than its own index says; it is probably "
+                                  "truncated.", f"{path}: {nbytes - got} bytes missing at {f.tell()}")
+            got += n
+        return view
 
     def _file(self, path: Path) -> IO[bytes]:
         f = self._files.get(path)
@@ -212,17 +230,79 @@ def torch_dtype(name: str) -> Any:
     return getattr(torch, name)
 
 
-def _cast(part: memoryview, src: str, dst: str) -> memoryview:
-    import torch
+# The NaN bits torch writes (its vectorised CPU loop) where numpy/ml_dtypes write others, per
+# (src, dst): ("f16", _) -> sign | quiet | the top 10 payload bits of the float32 on the way;
+# ("set", bits) -> those bits; ("or", bit) -> the quiet bit added. Every other value already
+# matches. Checked against torch for every 16-bit pattern and every float32 one (to float16 and
+# bfloat16); tests/core/test_cast_bits.py holds us to it.
+_NAN_RULES: dict[tuple[str, str], tuple[str, int]] = {
+    ("float64", "float16"): ("f16", 0), ("float32", "float16"): ("f16", 0),
+    ("bfloat16", "float16"): ("f16", 0),
+    ("float64", "bfloat16"): ("set", 0xFFFF), ("float32", "bfloat16"): ("set", 0xFFFF),
+    ("float16", "bfloat16"): ("set", 0x7FC0),
+    ("float16", "float32"): ("or", 1 << 22), ("float16", "float64"): ("or", 1 << 51),
+}
+# torch casts float64 and the 16-bit types to a 16-bit type through float32 (two roundings)
+_THROUGH_F32 = {("float64", "float16"), ("float64", "bfloat16"), ("float16", "bfloat16"),
+                ("bfloat16", "float16")}
+_UINT = {8: "uint64", 4: "uint32", 2: "uint16"}
 
-    tensor = torch.frombuffer(part, dtype=torch_dtype(src)).to(torch_dtype(dst))
-    return memoryview(tensor.view(torch.uint8).numpy())
+
+def cast_bytes(data: memoryview | bytes | bytearray, src: str, dst: str) -> memoryview:
+    """Native-order `src` floats in `data` as `dst` floats, bit for bit what `tensor.to(dst)` writes
+    on the CPU: round to nearest even, subnormals kept, overflow to ±inf, torch's NaN bits.
+
+    Both types are one of `CASTABLE` (float64/32/16, bfloat16). numpy + ml_dtypes, no torch.
+    """
+    import numpy as np
+
+    if src not in CASTABLE or dst not in CASTABLE:
+        raise ValueError(f"cannot cast {src} to {dst}: only {sorted(CASTABLE)}")
+    values = np.frombuffer(data, dtype=_np_dtype(src))
+    if src == dst:
+        return memoryview(values.copy().view(np.uint8))
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is the answer wanted
+        if (src, dst) in _THROUGH_F32:
+            values = values.astype(np.float32)
+        out = values.astype(_np_dtype(dst))
+    rule = _NAN_RULES.get((src, dst))
+    if rule is not None and values.size:
+        nan = np.isnan(values)  # `values` is never bfloat16 here
+        if nan.any():
+            _fix_nans(out, values, nan, rule)
+    return memoryview(out.view(np.uint8))
+
+
+def _fix_nans(out: Any, values: Any, nan: Any, rule: tuple[str, int]) -> None:
+    import numpy as np
+
+    kind, arg = rule
+    bits = out.view(_UINT[out.itemsize])
+    if kind == "set":
+        bits[nan] = arg
+    elif kind == "or":
+        bits[nan] |= np.array(arg, dtype=bits.dtype)
+    else:  # float32 bits -> float16 NaN
+        f32 = values[nan].view(np.uint32)
+        bits[nan] = (((f32 >> 16) & 0x8000) | 0x7E00 | ((f32 >> 13) & 0x3FF)).astype(np.uint16)
+
+
+def _np_dtype(name: str) -> Any:
+    import numpy as np
+
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
 
 
 def tensor_bytes(tensor: Any) -> memoryview:
     """A contiguous torch tensor's bytes, without a copy when it is already contiguous."""
     import torch
 
+    if tensor.is_quantized:  # its stored integers (view(uint8) of a quantized tensor crashes torch)
+        tensor = tensor.int_repr()
     flat = tensor.detach().contiguous().reshape(-1)
     return memoryview(flat.view(torch.uint8).numpy()) if flat.numel() else memoryview(b"")
 

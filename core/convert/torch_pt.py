@@ -95,7 +95,9 @@ def load(item: Item, maps: dict[Path, mmap.mmap]) -> Any:
     import torch
 
     info = item.source
-    if is_raw_contiguous(info) and not item.cast and info.numel > 0:
+    # a quantized tensor needs its scale/zero point: read_tensor builds it (frombuffer with a
+    # quantized dtype makes a tensor without a quantizer, which crashes torch when used)
+    if info.quantization is None and is_raw_contiguous(info) and not item.cast and info.numel > 0:
         assert info.storage is not None
         mapped = maps.get(info.storage.path)
         if mapped is None:
@@ -107,6 +109,8 @@ def load(item: Item, maps: dict[Path, mmap.mmap]) -> Any:
     from core.tensor_io import read_tensor
 
     tensor = read_tensor(info).to(torch_dtype(item.dtype)).contiguous()
-    if tensor.untyped_storage().nbytes() != tensor.nbytes:  # a slice: save only its own bytes
+    # a slice: save only its own bytes (not quantized ones: torch cannot copy quint4x2, and
+    # their storage may be smaller than nbytes; torch.save then writes the whole storage)
+    if info.quantization is None and tensor.untyped_storage().nbytes() != tensor.nbytes:
         tensor = tensor.clone()
     return tensor

@@ -12,10 +12,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from core.dtypes import ITEMSIZE, STORAGE_CLASS
+from core.dtypes import ITEMSIZE, STORAGE_CLASS, is_floating, is_quantized, storage_bytes_for
 from core.errors import CorruptFile
 from core.formats.pickle_checks import check_keys
-from core.model import Storage, TensorInfo
+from core.model import (
+    PER_CHANNEL_AFFINE,
+    PER_CHANNEL_FLOAT_QPARAMS,
+    PER_TENSOR_AFFINE,
+    Quantization,
+    Storage,
+    TensorInfo,
+)
 
 MALFORMED = "The file's internal data is malformed; the file is damaged or not a real checkpoint."
 _BAD_TENSOR = "A tensor in the file is described inconsistently; the file is damaged."
@@ -41,6 +48,18 @@ class StorageType:
 
     dtype: str
     qualname: str = ""
+
+
+@dataclass(frozen=True)
+class QScheme:
+    """A quantization scheme constant such as torch.per_tensor_affine, by name."""
+
+    name: str
+
+
+# torch.<name> qscheme constants torch.load(weights_only=True) accepts
+QSCHEMES = {"per_tensor_affine", "per_tensor_symmetric", "per_channel_affine",
+            "per_channel_symmetric", "per_channel_affine_float_qparams"}
 
 
 class PickledOrderedDict(OrderedDict):
@@ -73,6 +92,8 @@ def resolve_global(qualname: str) -> Any | None:
         return StorageType("uint8", qualname)
     if module == "torch" and name in ITEMSIZE:
         return DType(name)
+    if module == "torch" and name in QSCHEMES:
+        return QScheme(name)
     if qualname in HANDLERS or qualname in TYPE_MARKERS:
         return Ref(qualname)
     return None
@@ -91,10 +112,10 @@ def tensor_info(storage: Any, offset: Any, size: Any, stride: Any, dtype: str | 
                       requires_grad=requires_grad is True)
     if info.numel:
         last = offset + sum((d - 1) * s for d, s in zip(shape, strides, strict=True))
-        if (last + 1) * ITEMSIZE[dtype] > storage.nbytes:
+        needed = storage_bytes_for(dtype, last + 1)
+        if needed > storage.nbytes:
             raise CorruptFile("A tensor points outside its stored data; the file is damaged.",
-                              f"needs {(last + 1) * ITEMSIZE[dtype]} bytes, storage "
-                              f"{storage.key} has {storage.nbytes}")
+                              f"needs {needed} bytes, storage {storage.key} has {storage.nbytes}")
     return info
 
 
@@ -132,6 +153,75 @@ def _rebuild_tensor_v2(storage: Any, offset: Any, size: Any, stride: Any, requir
 def _rebuild_tensor_v3(storage: Any, offset: Any, size: Any, stride: Any, requires_grad: Any,
                        hooks: Any, dtype: Any, metadata: Any = None) -> TensorInfo:
     return tensor_info(storage, offset, size, stride, _dtype(dtype), requires_grad)
+
+
+_BAD_QTENSOR = "A quantized tensor in the file is described inconsistently; the file is damaged."
+_LOADABLE = {PER_TENSOR_AFFINE, PER_CHANNEL_AFFINE, PER_CHANNEL_FLOAT_QPARAMS}
+
+
+def _rebuild_qtensor(storage: Any, offset: Any, size: Any, stride: Any, quantizer_params: Any,
+                     requires_grad: Any, hooks: Any) -> TensorInfo:
+    """torch._utils._rebuild_qtensor: the tensor's layout plus its quantization, only recorded.
+
+    Accepts what torch.load accepts (a quantized storage; per-tensor or per-channel affine
+    parameters with per-channel lengths matching the axis) and refuses the rest as damaged."""
+    if not isinstance(storage, Storage) or not is_quantized(storage.dtype):
+        what = storage.dtype if isinstance(storage, Storage) else type(storage).__name__
+        raise CorruptFile(_BAD_QTENSOR, f"quantized tensor storage is {what}")
+    info = tensor_info(storage, offset, size, stride, requires_grad=requires_grad)
+    return replace(info, quantization=_quantization(quantizer_params, info.shape))
+
+
+def _quantization(params: Any, shape: tuple[int, ...]) -> Quantization:
+    scheme = params[0] if isinstance(params, tuple) and params else None
+    name = scheme.name if isinstance(scheme, QScheme) else None
+    if name is not None and name not in _LOADABLE:  # torch.load raises for these too
+        raise CorruptFile("The file holds a quantized tensor of a kind torch cannot load "
+                          f"({name}); the file is damaged.", f"qscheme {name}")
+    if name == PER_TENSOR_AFFINE and len(params) == 3:
+        _, scale, zero_point = params
+        if _is_number(scale) and _is_int64(zero_point):
+            return Quantization(PER_TENSOR_AFFINE, scale=float(scale), zero_point=zero_point)
+    elif name is not None and len(params) == 4:
+        return _per_channel(name, *params[1:], shape)
+    raise CorruptFile(_BAD_QTENSOR, f"quantizer parameters are {brief(params)}")
+
+
+def _per_channel(name: str, scales: Any, zero_points: Any, axis: Any,
+                 shape: tuple[int, ...]) -> Quantization:
+    if type(axis) is not int or not 0 <= axis < len(shape):
+        raise CorruptFile(_BAD_QTENSOR, f"per-channel axis {brief(axis)} for shape {shape}")
+    if type(scales) is list and type(zero_points) is list:  # files from old torch versions
+        if not (all(_is_number(v) for v in scales)
+                and all(_is_number(v) if name == PER_CHANNEL_FLOAT_QPARAMS else _is_int64(v)
+                        for v in zero_points)):
+            raise CorruptFile(_BAD_QTENSOR, "per-channel scales or zero points are not numbers")
+        scales, zero_points = tuple(float(v) for v in scales), tuple(zero_points)
+        counts = len(scales), len(zero_points)
+    elif all(isinstance(v, TensorInfo) and v.storage is not None and v.quantization is None
+             for v in (scales, zero_points)):
+        counts = scales.numel, zero_points.numel
+        integral = zero_points.dtype in ("int64", "int32", "int16", "int8", "uint8")
+        if not is_floating(scales.dtype) or not (integral or is_floating(zero_points.dtype)):
+            raise CorruptFile(_BAD_QTENSOR, f"per-channel scales are {scales.dtype}, zero points "
+                                            f"{zero_points.dtype}")
+        # torch.save names float-qparams tensors per_channel_affine; the zero points decide
+        name = PER_CHANNEL_FLOAT_QPARAMS if is_floating(zero_points.dtype) else PER_CHANNEL_AFFINE
+    else:
+        raise CorruptFile(_BAD_QTENSOR, f"per-channel scales {brief(scales)}, zero points "
+                                        f"{brief(zero_points)}")
+    if counts != (shape[axis], shape[axis]):
+        raise CorruptFile(_BAD_QTENSOR, f"{counts[0]} scales and {counts[1]} zero points for "
+                                        f"{shape[axis]} channels")
+    return Quantization(name, axis=axis, scales=scales, zero_points=zero_points)
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) is float or type(value) is int and -2**63 <= value < 2**63
+
+
+def _is_int64(value: Any) -> bool:
+    return type(value) is int and -2**63 <= value < 2**63
 
 
 def _rebuild_parameter(data: Any, requires_grad: Any = True, hooks: Any = None,
@@ -220,6 +310,7 @@ HANDLERS: dict[str, Callable[..., Any]] = {
     "torch._utils._rebuild_tensor": _rebuild_tensor,
     "torch._utils._rebuild_tensor_v2": _rebuild_tensor_v2,
     "torch._utils._rebuild_tensor_v3": _rebuild_tensor_v3,
+    "torch._utils._rebuild_qtensor": _rebuild_qtensor,
     "torch._utils._rebuild_parameter": _rebuild_parameter,
     "torch._utils._rebuild_parameter_with_state": _rebuild_parameter,
     "torch._utils._rebuild_meta_tensor_no_storage": _rebuild_meta,

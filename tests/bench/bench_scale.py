@@ -194,7 +194,7 @@ def report(src: Path, out: Path, args: argparse.Namespace) -> None:
     print(f"{'step':34} {'seconds':>8} {'peak RSS MB':>12} {'target MB':>10}  verdict")
     for label, code in (("baseline: empty interpreter", "pass"),
                         ("baseline: imports only", IMPORTS),
-                        ("baseline: import torch (casts, .pt)", "import torch")):
+                        ("baseline: import torch (.pt output)", "import torch")):
         seconds, rss = run_step(code)
         print(f"{label:34} {seconds:8.2f} {rss:12.0f} {'':>10}")
     worst = {}
