@@ -41,6 +41,9 @@ class DType:
 
     name: str
 
+    def __repr__(self) -> str:  # shown as a plain value (a packed-params entry's dtype, say)
+        return f"torch.{self.name}"
+
 
 @dataclass(frozen=True)
 class StorageType:

@@ -181,7 +181,7 @@ def test_dynamic_model_state_dict_has_no_unknown_globals(qfiles) -> None:
     assert weight.dtype == "qint8" and weight.shape == (5, 6)
     assert weight.quantization.scheme == "per_tensor_affine"
     assert tensors["0._packed_params._packed_params.1"].dtype == "float32"
-    assert ckpt.sections[ckpt.weights].values["0._packed_params.dtype"] == "DType(name='qint8')"
+    assert ckpt.sections[ckpt.weights].values["0._packed_params.dtype"] == "torch.qint8"
     # the tensors read back load into another quantized model, which then computes the same
     state = torch.load(qfiles["dynamic"], weights_only=True)  # keeps its _metadata (versions)
     for key in ("0._packed_params._packed_params", "2._packed_params._packed_params"):
