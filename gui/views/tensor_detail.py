@@ -90,8 +90,9 @@ class TensorDetailView(QWidget):
             self._set_status("Select a tensor to see its values.")
             return
         self.title.setText(info.name)
+        quantized = f" · {info.quantization.describe()}" if info.quantization else ""
         self.subtitle.setText(f"{shape_text(info.shape)} · {info.dtype} · "
-                              f"{human_bytes(info.nbytes)} · {info.role}")
+                              f"{human_bytes(info.nbytes)} · {info.role}{quantized}")
         if self._checkpoint is None or info.numel == 0:
             self._set_status("This tensor has no values." if info.numel == 0 else "")
             return

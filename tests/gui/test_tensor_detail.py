@@ -98,3 +98,18 @@ def test_stats_error_is_shown_in_the_panel(qtbot: QtBot, files: FixtureFiles) ->
     assert blocker.args == ["Reading tensors of type qint8 is not supported."]
     assert detail.status.text() == blocker.args[0]
     qtbot.waitUntil(lambda: not detail.is_busy())
+
+
+def test_a_quantized_tensor_shows_its_scheme_and_real_values(qtbot: QtBot, open_view: OpenView,
+                                                             tmp_path: Path) -> None:
+    weight = torch.quantize_per_tensor(torch.linspace(-1, 1, 12).reshape(3, 4), 0.05, 3, torch.qint8)
+    path = tmp_path / "q.pt"
+    torch.save({"layer.weight": weight}, path)
+    view = open_view(path)
+    with qtbot.waitSignal(view.detail.stats_ready, timeout=20_000) as blocker:
+        select(view, "layer.weight")
+    stats: TensorStats = blocker.args[0]
+    assert "qint8" in view.detail.subtitle.text()
+    assert "per-tensor affine, scale 0.05, zero point 3" in view.detail.subtitle.text()
+    assert stats.min == pytest.approx(weight.dequantize().min().item())
+    assert stats.max == pytest.approx(weight.dequantize().max().item())
