@@ -151,6 +151,7 @@ def test_random_damage_never_escapes_as_a_raw_exception(files, tmp_path):
     data = files["dtypes_safetensors"].read_bytes()
     rng = random.Random(0)
     path = tmp_path / "fuzz.safetensors"
+    read = 0
     for _ in range(200):
         buf = bytearray(data)
         for _ in range(rng.randint(1, 4)):
@@ -158,9 +159,12 @@ def test_random_damage_never_escapes_as_a_raw_exception(files, tmp_path):
         path.write_bytes(bytes(buf))
         if not safetensors.sniff(path, bytes(buf[:4096])):
             continue
-        # the reader itself, not the registry (which would wrap a stray exception)
+        read += 1
+        # the reader itself, not the registry (which would wrap a stray exception): anything but
+        # a CheckpointError fails the test
         with contextlib.suppress(CheckpointError):
             safetensors.open(path)
+    assert read >= 100, read  # most damaged copies still look like safetensors and reach the reader
 
 
 # ---- sniffing -------------------------------------------------------------------------------
