@@ -7,6 +7,7 @@ Nothing here imports torch: files open on a worker with the torch-free core read
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import sys
@@ -210,6 +211,9 @@ class MainWindow(QMainWindow):
         _shutdown(view)
         self.tabs.removeTab(index)
         view.deleteLater()
+        # free the closed view's reference cycles here, on the GUI thread: a collection that
+        # happens to run on a worker thread would destroy its widgets there, which crashes Qt
+        QTimer.singleShot(0, gc.collect)
         if self.tabs.count() == 0:
             self.stack.setCurrentIndex(0)
 

@@ -3,6 +3,7 @@ leaving work running on the QThreadPool (as napari does)."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,6 +31,10 @@ def _no_dangling_workers(qapp: object) -> Iterator[None]:
     yield
     pool = QThreadPool.globalInstance()
     if pool.activeThreadCount() == 0 or pool.waitForDone(GRACE_MS):
+        # The test's widgets are closed by now; collect their reference cycles here, on the GUI
+        # thread. Left to chance, the collection can run on the next test's worker thread, and a
+        # QWidget destroyed there crashes the process (seen: a segfault in a convert job).
+        gc.collect()
         return
     running = pool.activeThreadCount()
     pool.waitForDone(30_000)  # don't let the next test inherit it
