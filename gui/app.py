@@ -7,7 +7,6 @@ Nothing here imports torch: files open on a worker with the torch-free core read
 
 from __future__ import annotations
 
-import gc
 import importlib
 import os
 import sys
@@ -37,6 +36,7 @@ from PySide6.QtWidgets import (
 )
 
 from core import __version__
+from gui.gc_guard import collect_on_gui_thread
 from gui.menus import APP_NAME, about_text, add_recent_file, build_menus
 from gui.menus import recent_files as recent_files  # re-exported: callers know it as gui.app's
 from gui.views.convert import ConvertPanel
@@ -211,9 +211,6 @@ class MainWindow(QMainWindow):
         _shutdown(view)
         self.tabs.removeTab(index)
         view.deleteLater()
-        # free the closed view's reference cycles here, on the GUI thread: a collection that
-        # happens to run on a worker thread would destroy its widgets there, which crashes Qt
-        QTimer.singleShot(0, gc.collect)
         if self.tabs.count() == 0:
             self.stack.setCurrentIndex(0)
 
@@ -311,6 +308,7 @@ def create_app(argv: list[str] | None = None) -> QApplication:
     app.setOrganizationName(ORG_NAME)
     app.setApplicationVersion(__version__)
     app.setWindowIcon(app_icon())
+    collect_on_gui_thread()
     return app  # type: ignore[return-value]
 
 

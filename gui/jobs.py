@@ -82,11 +82,11 @@ def run_latency(paths: list[str], trust: bool, specs: list[InputSpec] | None, ba
 
 
 def save_report(result: Any, path: str) -> str:
-    """HTML / Markdown (core.report_checks) or JSON (result.to_dict()) by suffix, written atomically
+    """HTML / Markdown (core.report.checks) or JSON (result.to_dict()) by suffix, written atomically
     (temp file in the folder, fsync, os.replace)."""
     from core.files import write_text
     from core.report import to_json
-    from core.report_checks import render_html, render_markdown
+    from core.report.checks import render_html, render_markdown
 
     suffix = Path(path).suffix.lower()
     text = to_json(result) if suffix == ".json" else \

@@ -88,6 +88,8 @@ class Job:
     onnx_path: Path | None = None  # the float ONNX written this run (input of ONNX int8)
     program: Any = None  # the torch.export ExportedProgram, shared by the pt2 and ONNX targets
     program_error: ExportError | None = None
+    staging: Path | None = None  # the run's private temp folder in out_dir (see `publishing`)
+    pending: list[tuple[Path, Path]] = field(default_factory=list)  # (staged file, destination)
     _second: dict[str, torch.Tensor] | None = None
 
     @property
@@ -188,27 +190,62 @@ def dynamic_dims_of(specs: list[InputSpec]) -> dict[str, dict[int, dict[str, Any
 
 
 @contextlib.contextmanager
+def publishing(job: Job) -> Iterator[None]:
+    """One export run as a whole: every artefact is staged in a private temp folder in the output
+    folder and moved onto its final name when the run ends. A run stopped by an export error still
+    publishes the artefacts it completed and verified before the error; a cancelled run (or any
+    other interruption) publishes nothing, so it leaves nothing behind."""
+    job.staging = Path(tempfile.mkdtemp(prefix=f".{job.options.name}.", suffix=".partial",
+                                        dir=job.out_dir))
+    try:
+        try:
+            yield
+        except ExportError:
+            _publish(job)
+            raise
+        _publish(job)
+    finally:
+        shutil.rmtree(job.staging, ignore_errors=True)
+
+
+def _publish(job: Job) -> None:
+    try:
+        for staged_file, dest in job.pending:
+            os.replace(staged_file, dest)
+        if job.pending:
+            fsync_dir(job.out_dir)
+    except OSError as exc:
+        raise ExportError(f"Writing into '{job.out_dir}' failed ({exc.strerror or exc}).",
+                          str(exc)) from None
+
+
+@contextlib.contextmanager
 def staged(job: Job, finals: list[str]) -> Iterator[Path]:
-    """A private temp folder in the output folder; its files move onto `finals` (names in out_dir)
-    only when the block ends normally, else the folder goes - nothing half-written is left."""
+    """The run's staging folder for one artefact (file names in out_dir). When the block ends
+    normally its files are queued for publishing; otherwise they are removed."""
+    assert job.staging is not None, "staged() runs inside publishing()"
     dests = [job.out_dir / name for name in finals]
     for dest in dests:
         check_destination(dest, job.options)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{finals[0]}.", suffix=".partial", dir=job.out_dir))
+    tmp = job.staging
     try:
         yield tmp
-        for dest in dests:
-            if (tmp / dest.name).exists():
-                _fsync(tmp / dest.name)
-        for dest in reversed(dests):  # data files before the file that refers to them
-            if (tmp / dest.name).exists():
-                os.replace(tmp / dest.name, dest)
-        fsync_dir(job.out_dir)
+        written = [(tmp / dest.name, dest) for dest in dests if (tmp / dest.name).exists()]
+        for staged_file, _ in written:
+            _fsync(staged_file)
+        job.pending += reversed(written)  # data files before the file that refers to them
     except OSError as exc:
+        _remove(tmp, finals)
         raise ExportError(f"Writing into '{job.out_dir}' failed ({exc.strerror or exc}); "
                           "nothing was written.", str(exc)) from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        _remove(tmp, finals)
+        raise
+
+
+def _remove(folder: Path, names: list[str]) -> None:
+    for name in names:
+        (folder / name).unlink(missing_ok=True)
 
 
 def check_destination(dest: Path, options: ExportOptions) -> None:
@@ -223,8 +260,10 @@ def check_destination(dest: Path, options: ExportOptions) -> None:
 
 
 def artefact_files(job: Job, names: list[str]) -> tuple[list[str], int]:
-    paths = [job.out_dir / n for n in names if (job.out_dir / n).exists()]
-    return [str(p) for p in paths], sum(p.stat().st_size for p in paths)
+    """The artefact's final paths (published when the run ends) and its size in bytes."""
+    staged_files = [job.staging / n for n in names if job.staging and (job.staging / n).exists()]
+    return ([str(job.out_dir / p.name) for p in staged_files],
+            sum(p.stat().st_size for p in staged_files))
 
 
 def _fsync(path: Path) -> None:

@@ -50,12 +50,12 @@ def export(job: Job) -> ExportResult:
         session = open_session(path)
         got = run_session(session, job.inputs)
         result.max_abs_diff = check_close(job, job.expected, got, "ONNX model")
+        job.onnx_path = path
         if result.exporter == "legacy":
             result.warnings += frozen_warning(job, job.model, lambda i: run_session(session, i),
                                               "ONNX model")
     result.files, result.size = artefact_files(job, [final, final + ".data"])
     result.path = result.files[0]
-    job.onnx_path = Path(result.path)
     result.seconds = time.perf_counter() - start
     return result
 

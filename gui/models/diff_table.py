@@ -14,8 +14,8 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelInd
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication
 
-from core.diff import DTYPE, ONLY_A, ONLY_B, SAME, SHAPE, DiffResult, KeyDiff
-from core.diff_values import CLOSE, DIFFERENT, IDENTICAL, SKIPPED
+from core.diff.structure import DTYPE, ONLY_A, ONLY_B, SAME, SHAPE, DiffResult, KeyDiff
+from core.diff.values import CLOSE, DIFFERENT, IDENTICAL, SKIPPED
 from core.report import shape_text
 from gui.models.tensor_table import name_matcher, natural_key
 

@@ -14,7 +14,7 @@ from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelInde
 from PySide6.QtGui import QFont, QPalette
 from PySide6.QtWidgets import QApplication
 
-from core.diff import gc_paused
+from core.diff.structure import gc_paused
 from core.dtypes import ITEMSIZE
 from core.model import BUFFER, TensorInfo
 from core.report import human_bytes, human_count, shape_text

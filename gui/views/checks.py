@@ -2,7 +2,7 @@
 per-output tolerances, .npz input files and a folder for the failing cases as the CLI's --tol /
 --inputs-npz / --save-dir; saved cases can be tested again in one click) and latency at several
 batch sizes (pyqtgraph: percentiles vs batch per backend, p50 bars), with reports. The work is core's
-(core.runtime.build_runner, core.checks.parity/latency, core.report_checks), run on the worker;
+(core.runtime.build_runner, core.checks.parity/latency, core.report.checks), run on the worker;
 TorchScript / .pt2 / pickled models run only after the user accepts a warning."""
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.convert import ConvertResult
-from core.diff import MODEL_FORMAT, STATUSES, VALUE_STATUSES, DiffResult
+from core.diff.structure import MODEL_FORMAT, STATUSES, VALUE_STATUSES, DiffResult
 from core.report import human_bytes
 from gui.models import diff_table
 from gui.models.diff_table import STATUS_RGB, VALUE_RGB, VALUE_TEXT, DiffTableModel, status_texts

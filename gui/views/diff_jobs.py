@@ -1,7 +1,7 @@
 """The diff view's jobs, run on the worker: open both sides (two files, or a file and a model's
 expected keys) and diff them, diffing other sections of the open files (--section-a/-b), the value
 diff, and writing A renamed then diffing it again. Each strings
-core functions together (core.diff, core.remap); gui.views.diff shows what they return."""
+core functions together (core.diff.structure, core.diff.remap); gui.views.diff shows what they return."""
 
 from __future__ import annotations
 
@@ -11,10 +11,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.convert import ConvertResult
-from core.diff import MODEL_FORMAT, DiffResult, diff_against_model, diff_checkpoints, open_labelled, open_pair
+from core.diff.remap import RemapRule, write_remapped
+from core.diff.structure import (
+    MODEL_FORMAT,
+    DiffResult,
+    diff_against_model,
+    diff_checkpoints,
+    open_labelled,
+    open_pair,
+)
 from core.model import Checkpoint
 from core.progress import Progress
-from core.remap import RemapRule, write_remapped
 from gui.views.diff_model import ModelSource, open_model
 
 

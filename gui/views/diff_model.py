@@ -33,9 +33,9 @@ class ModelSource:
 
 def open_model(model: ModelSource) -> Checkpoint:
     """The worker's job: build the model and return its expected keys as side B, a checkpoint of
-    core.diff's MODEL_FORMAT (core.diff.diff_against_model compares A with those)."""
+    core.diff.structure's MODEL_FORMAT (core.diff.diff_against_model compares A with those)."""
     from core.build import parse_kwargs
-    from core.diff import MODEL_FORMAT, model_keys
+    from core.diff.structure import MODEL_FORMAT, model_keys
 
     keys = model_keys(model.source, parse_kwargs(model.kwargs), search_path=Path.cwd())
     return Checkpoint(Path(model.source), MODEL_FORMAT, {"model": Section("model", keys)},

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.remap import RemapRule, RemapSuggestion, rules_of
+from core.diff.remap import RemapRule, RemapSuggestion, rules_of
 
 SUGGESTION_ROLE = Qt.ItemDataRole.UserRole
 

@@ -24,8 +24,8 @@ from tests.bench.bench_inspect import CACHE, build_checkpoint, run_process  # no
 
 RUNNER = """
 import argparse, sys
-from core.cli import _guarded
-from core.cli_diff import add_parser
+from core.cli.main import _guarded
+from core.cli.diff import add_parser
 parser = argparse.ArgumentParser(prog="ckpt-studio")
 parser.add_argument("-v", "--verbose", action="store_true")
 add_parser(parser.add_subparsers(dest="command"))
@@ -66,7 +66,7 @@ def measure_interleaved(commands: dict[str, list[str]], runs: int) -> list[dict[
 
 
 def in_process_structure(a: Path, b: Path, runs: int) -> float:
-    from core.diff import diff_files
+    from core.diff.structure import diff_files
 
     times = []
     for _ in range(runs):

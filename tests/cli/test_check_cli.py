@@ -1,4 +1,4 @@
-"""`ckpt-studio check parity|latency` through core.cli_check's parser and core.cli's guard."""
+"""`ckpt-studio check parity|latency` through core.cli.check's parser and core.cli's guard."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from core.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, _guarded
-from core.cli_check import add_parser
+from core.cli.check import add_parser
+from core.cli.main import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, _guarded
 from tests.fixtures.check_models import CNN_SPEC, cnn, export_onnx, perturb_initializer
 
 

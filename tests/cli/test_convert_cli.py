@@ -1,4 +1,4 @@
-"""`ckpt-studio convert` as a user runs it (through core.cli_convert's parser + core.cli's guard)."""
+"""`ckpt-studio convert` as a user runs it (through core.cli.convert's parser + core.cli's guard)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from core.cli import EXIT_ERROR, EXIT_OK, _guarded, build_parser
-from core.cli_convert import add_parser
+from core.cli.convert import add_parser
+from core.cli.main import EXIT_ERROR, EXIT_OK, _guarded, build_parser
 from core.convert.safetensors_sharded import INDEX_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,7 +115,7 @@ def test_full_command_line(files, tmp_path):
 
 
 def test_target_names_match_the_registry():
-    from core.cli_convert import TARGET_NAMES
+    from core.cli.convert import TARGET_NAMES
     from core.convert import TARGETS
 
     assert list(TARGET_NAMES) == list(TARGETS)

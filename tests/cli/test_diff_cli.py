@@ -1,4 +1,4 @@
-"""`ckpt-studio diff` as a user runs it (through core.cli_diff's parser + core.cli's guard)."""
+"""`ckpt-studio diff` as a user runs it (through core.cli.diff's parser + core.cli's guard)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from core.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, _guarded
-from core.cli_diff import add_parser
+from core.cli.diff import add_parser
+from core.cli.main import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, _guarded
 
 MODEL = '''
 from torch import nn

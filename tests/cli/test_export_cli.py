@@ -1,4 +1,4 @@
-"""`ckpt-studio export` as a user runs it (through core.cli_export's parser + core.cli's guard)."""
+"""`ckpt-studio export` as a user runs it (through core.cli.export's parser + core.cli's guard)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from core.cli import EXIT_ERROR, EXIT_OK, _guarded
-from core.cli_export import add_parser
+from core.cli.export import add_parser
+from core.cli.main import EXIT_ERROR, EXIT_OK, _guarded
 from tests.fixtures import export_models
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, main
+from core.cli.main import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, main
 from tests.fixtures.models import FixtureFiles
 
 

@@ -1,4 +1,4 @@
-"""core.diff: structure diff, value diff, diff against a model, bad input, 200k keys."""
+"""core.diff.structure: structure diff, value diff, diff against a model, bad input, 200k keys."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from core import diff_values
-from core.diff import (
+from core.diff import values as diff_values
+from core.diff.remap import STRIP, apply_remap, rules_of, write_remapped
+from core.diff.structure import (
     DTYPE,
     ONLY_A,
     ONLY_B,
@@ -27,7 +28,6 @@ from core.diff import (
 from core.errors import Cancelled, CheckpointError
 from core.model import Checkpoint, Section, TensorInfo
 from core.progress import Recorder
-from core.remap import STRIP, apply_remap, rules_of, write_remapped
 from tests.fixtures.models import FixtureFiles
 
 
@@ -269,7 +269,7 @@ def test_200k_keys_structure_diff_and_suggestions_stay_fast():
 
 
 def test_default_section_is_the_weights_else_the_first_with_tensors(tmp_path):
-    from core.diff import default_section
+    from core.diff.structure import default_section
     from core.formats import open_checkpoint
 
     opt_only, nothing = tmp_path / "opt_only.pt", tmp_path / "values.pt"

@@ -132,6 +132,31 @@ def test_cancel_leaves_nothing(tmp_path):
     assert leftovers(tmp_path) == []
 
 
+def test_cancel_after_a_finished_target_leaves_nothing(tmp_path):
+    """The first artefact is complete and verified when the cancel comes: an interrupted run still
+    leaves nothing (artefacts move into place only when the run ends)."""
+    texts: list[str] = []
+
+    class CancelAfterFirstTarget(Recorder):
+        def update(self, done: int, total: int, text: str = "") -> None:
+            texts.append(text)
+            if text == "torchscript done":
+                self.cancel()
+
+    with pytest.raises(Cancelled):
+        export(export_models.mlp(), specs_of("mlp"), ["torchscript", "pt2"], tmp_path,
+               progress=CancelAfterFirstTarget())
+    assert "torchscript done" in texts
+    assert leftovers(tmp_path) == []
+
+
+def test_a_failed_export_leaves_no_folder_it_created(tmp_path):
+    out = tmp_path / "new" / "out"
+    with pytest.raises(ExportError, match="2 output names"):
+        export(export_models.mlp(), specs_of("mlp"), ["onnx"], out, ExportOptions(output_names=("a", "b")))
+    assert not out.exists() and (tmp_path / "new").exists()
+
+
 def test_existing_outputs_and_the_source_are_not_overwritten(tmp_path):
     (tmp_path / "model.pt2").write_bytes(b"keep me")
     with pytest.raises(ExportError, match="already exists"):

@@ -13,7 +13,7 @@ from core.errors import Cancelled, CheckFailed
 from core.inputs import parse_specs
 from core.progress import Recorder
 from core.report import to_json
-from core.report_checks import render_html, render_markdown
+from core.report.checks import render_html, render_markdown
 from core.runtime import Runner, build_runner
 from core.runtime.eager import EagerRunner
 from tests.fixtures.check_models import CNN_SPEC, cnn, export_onnx

@@ -20,7 +20,7 @@ import pytest
 import torch
 from torch import nn
 
-from core.cli import EXIT_ERROR, EXIT_OK, main
+from core.cli.main import EXIT_ERROR, EXIT_OK, main
 from core.errors import CheckpointError, CorruptFile, UnsafeContent
 from core.formats import open_checkpoint
 from core.formats.pickle_ops import QScheme

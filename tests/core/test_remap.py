@@ -1,4 +1,4 @@
-"""core.remap: suggestions (prefixes, segment renames, signatures), apply_remap, rule round trips."""
+"""core.diff.remap: suggestions (prefixes, segment renames, signatures), apply_remap, rule round trips."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ import re
 
 import pytest
 
-from core.errors import CheckpointError
-from core.model import TensorInfo
-from core.remap import (
+from core.diff.remap import (
     ADD,
     KEY,
     REPLACE,
@@ -19,6 +17,8 @@ from core.remap import (
     rules_of,
     suggest_remap,
 )
+from core.errors import CheckpointError
+from core.model import TensorInfo
 
 LAYERS = [("embed.weight", (100, 16))] + [
     (f"layers.{i}.{part}", shape) for i in range(4) for part, shape in (

@@ -12,9 +12,19 @@ from PySide6.QtCore import QCoreApplication, QSettings, QThreadPool
 from pytestqt.qtbot import QtBot
 
 from gui.app import MainWindow
+from gui.gc_guard import collect_on_gui_thread, stop_collecting_on_gui_thread
 from gui.views.inspect import InspectView
 
 GRACE_MS = 500  # a cancelled job may take a moment to notice the cancel token
+
+
+@pytest.fixture(autouse=True, scope="package")
+def _collect_on_the_gui_thread(qapp: object) -> Iterator[None]:
+    """As the app does: no automatic collection (it could run on a worker thread), a GUI-thread
+    timer instead. Automatic collection is back on for the tests after this package."""
+    collect_on_gui_thread()
+    yield
+    stop_collecting_on_gui_thread()
 
 
 @pytest.fixture(autouse=True)

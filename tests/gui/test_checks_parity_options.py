@@ -104,7 +104,7 @@ def test_an_invalid_tolerance_is_a_plain_error(qtbot: QtBot, panel: ChecksPanel,
 
 def test_the_gui_parses_tolerances_like_the_cli() -> None:
     from core.checks.parity import parse_tolerances as cli_parse
-    from core.cli import build_parser
+    from core.cli.main import build_parser
 
     args = build_parser().parse_args(["check", "parity", "a.onnx", "b.onnx", "--tol", "logits=1e-3,0",
                                       "--tol", "aux=0.5,0.25"])

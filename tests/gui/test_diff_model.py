@@ -12,7 +12,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QMessageBox
 from pytestqt.qtbot import QtBot
 
-from core.diff import ONLY_A, ONLY_B, SAME, SHAPE
+from core.diff.structure import ONLY_A, ONLY_B, SAME, SHAPE
 from gui.app import MainWindow
 from gui.models import diff_table
 from gui.views.diff import DiffView

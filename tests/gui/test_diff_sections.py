@@ -11,8 +11,8 @@ import torch
 from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
-from core.diff import ONLY_A, ONLY_B, SAME
-from core.diff_values import DIFFERENT, IDENTICAL
+from core.diff.structure import ONLY_A, ONLY_B, SAME
+from core.diff.values import DIFFERENT, IDENTICAL
 from gui.app import MainWindow
 from gui.views.diff import DiffView
 from gui.views.diff_model import ModelSource

@@ -14,8 +14,8 @@ from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QApplication, QMessageBox
 from pytestqt.qtbot import QtBot
 
-from core.diff import DTYPE, ONLY_A, ONLY_B, SAME, SHAPE, DiffResult, diff_keys
-from core.diff_values import DIFFERENT, IDENTICAL
+from core.diff.structure import DTYPE, ONLY_A, ONLY_B, SAME, SHAPE, DiffResult, diff_keys
+from core.diff.values import DIFFERENT, IDENTICAL
 from core.model import Checkpoint, Section, TensorInfo
 from gui.app import MainWindow
 from gui.models import diff_table
@@ -211,7 +211,7 @@ def test_unreadable_file_shows_a_plain_error(qtbot: QtBot, window: MainWindow, f
 
 def big_result() -> DiffResult:
     """200k keys vs a copy with a few removed, renamed, reshaped and recast."""
-    from core.diff import SectionDiff
+    from core.diff.structure import SectionDiff
 
     a = {t.name: t for t in synthetic(BIG)}
     b = dict(a)

@@ -21,7 +21,7 @@ import torch
 
 from core.checks import check_parity, measure_latency
 from core.convert import convert, hashing, torch_pt
-from core.diff import diff_files
+from core.diff.structure import diff_files
 from core.errors import Cancelled
 from core.formats import open_checkpoint
 from core.runtime import Runner

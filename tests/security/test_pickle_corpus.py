@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from core.cli import main as cli_main
+from core.cli.main import main as cli_main
 from core.convert import convert
 from core.errors import CheckpointError
 from core.formats import open_checkpoint

@@ -6,9 +6,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from core.diff import DTYPE, ONLY_A, ONLY_B, SAME, SHAPE, DiffResult, KeyDiff, SectionDiff
-from core.diff_values import CLOSE, DIFFERENT, IDENTICAL, SKIPPED
-from core.remap import RemapSuggestion
+from core.diff.remap import RemapSuggestion
+from core.diff.structure import DTYPE, ONLY_A, ONLY_B, SAME, SHAPE, DiffResult, KeyDiff, SectionDiff
+from core.diff.values import CLOSE, DIFFERENT, IDENTICAL, SKIPPED
 from core.report import shape_text
 
 LABELS = {ONLY_A: "only in A", ONLY_B: "only in B", SHAPE: "shape differs", DTYPE: "dtype differs",

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from core.cli_progress import ProgressBar
+from core.cli.progress import ProgressBar
 from core.errors import CheckFailed
 from core.files import write_text
 
@@ -138,7 +138,7 @@ def _batches(text: str) -> list[int]:
 
 
 def _show(result: Any, args: argparse.Namespace) -> None:
-    from core.report_checks import render_html, render_markdown
+    from core.report.checks import render_html, render_markdown
 
     if args.report:
         path = Path(args.report)

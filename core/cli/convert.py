@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.cli_progress import ProgressBar
+from core.cli.progress import ProgressBar
 from core.errors import CheckpointError
 
 if TYPE_CHECKING:  # pragma: no cover

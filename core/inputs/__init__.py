@@ -1,6 +1,6 @@
 """Input specs put to use: sizes to try, seeded example tensors, exporter forms, inference.
 
-The spec itself (Dim, InputSpec) and its text syntax live in core.input_spec; every public name
+The spec itself (Dim, InputSpec) and its text syntax live in core.inputs.spec; every public name
 there is re-exported here, so `from core.inputs import InputSpec, parse_specs` keeps working.
 
 Torch is imported inside the functions that need it; parsing and `shapes_to_test` work without it.
@@ -12,7 +12,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from core.errors import ExportError
-from core.input_spec import (
+from core.inputs.spec import (
     ALIASES,
     DEFAULT_MIN,
     DTYPES,

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.cli_progress import ProgressBar
+from core.cli.progress import ProgressBar
 
 if TYPE_CHECKING:  # pragma: no cover
     from core.arch import LoadReport

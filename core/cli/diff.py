@@ -10,11 +10,11 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.cli_progress import ProgressBar
+from core.cli.progress import ProgressBar
 from core.errors import CheckpointError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from core.diff import DiffResult
+    from core.diff.structure import DiffResult
     from core.model import Checkpoint, TensorInfo
 
 EXIT_OK, EXIT_DIFFERENT = 0, 1
@@ -50,7 +50,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def run_diff(args: argparse.Namespace) -> int:
-    from core.diff import open_labelled
+    from core.diff.structure import open_labelled
 
     if (args.b is None) == (args.model is None):
         raise CheckpointError("Give a second checkpoint B, or --model SOURCE to compare with a "
@@ -62,7 +62,7 @@ def run_diff(args: argparse.Namespace) -> int:
     if args.b:
         b: Checkpoint | dict[str, TensorInfo] = open_labelled(args.b, "B")
     else:
-        from core.diff import model_keys
+        from core.diff.structure import model_keys
 
         b = model_keys(args.model, search_path=Path.cwd())
     suggest = args.suggest_remap or bool(args.apply_remap)
@@ -78,7 +78,7 @@ def run_diff(args: argparse.Namespace) -> int:
         print(to_json(_Combined({"before": result.to_dict(), "written": written.to_dict(),
                                  "after": after.to_dict()})))
     else:
-        from core.cli_convert import summary
+        from core.cli.convert import summary
 
         _print(result, args)
         print(summary(written))
@@ -90,7 +90,7 @@ def run_diff(args: argparse.Namespace) -> int:
 def _diff(a: Checkpoint, b: Checkpoint | dict[str, TensorInfo], args: argparse.Namespace,
           suggest: bool, progress: Any) -> DiffResult:
     """A vs the checkpoint B, or vs a model's expected keys (a dict)."""
-    from core.diff import diff_against_model, diff_checkpoints
+    from core.diff.structure import diff_against_model, diff_checkpoints
 
     section_a = args.section_a or args.section
     if isinstance(b, dict):
@@ -102,8 +102,8 @@ def _diff(a: Checkpoint, b: Checkpoint | dict[str, TensorInfo], args: argparse.N
 
 def _apply(a: Checkpoint, b: Checkpoint | dict[str, TensorInfo], result: DiffResult, args: argparse.Namespace,
            progress: Any) -> tuple[Any, DiffResult]:
-    from core.diff import open_labelled
-    from core.remap import rules_of, write_remapped
+    from core.diff.remap import rules_of, write_remapped
+    from core.diff.structure import open_labelled
 
     rules = rules_of(result.suggestions, ambiguous=args.ambiguous)
     if not rules and any(s.ambiguous for s in result.suggestions):
@@ -122,7 +122,7 @@ def _print(result: DiffResult, args: argparse.Namespace) -> None:
 
         print(to_json(result))
         return
-    from core.diff_render import print_diff
+    from core.diff.render import print_diff
 
     print_diff(result, limit=args.limit, all_keys=args.all_keys)
 

@@ -1,4 +1,5 @@
-"""`ckpt-studio`: the command-line front door. No subcommand (or only file names) opens the GUI."""
+"""`ckpt-studio`: the parser, the error guard and the door to the GUI (no subcommand, or only file
+names, opens the desktop app). Each subcommand lives in its own module of this package."""
 
 from __future__ import annotations
 
@@ -26,56 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "all of it works")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("inspect", help="list a file's tensors: names, shapes, dtypes, sizes")
-    p.add_argument("file")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--filter", metavar="GLOB", help="only tensors whose name matches, e.g. '*.bn.*'")
-    p.add_argument("--section", metavar="NAME", help="only this section (model, ema, optimizer...)")
-    p.set_defaults(run=_run_inspect)
+    from core.cli import check, convert, diff, export, inspect, scan
 
-    p = sub.add_parser("scan", help="report code references; exit 1 if torch.load("
-                       "weights_only=True) would refuse the file")
-    p.add_argument("file")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.set_defaults(run=_run_scan)
-
-    from core import cli_check, cli_convert, cli_diff, cli_export
-
-    for module in (cli_convert, cli_diff, cli_export, cli_check):
+    for module in (inspect, scan, convert, diff, export, check):
         module.add_parser(sub)
     return parser
-
-
-def _run_inspect(args: argparse.Namespace) -> int:
-    from core.formats import open_checkpoint
-    from core.inspect import inspect_checkpoint
-
-    result = inspect_checkpoint(open_checkpoint(args.file), args.section, args.filter)
-    if args.json:
-        from core.report import to_json
-
-        print(to_json(result))
-    else:
-        from core.cli_render import print_inspect
-
-        print_inspect(result)
-    return EXIT_OK
-
-
-def _run_scan(args: argparse.Namespace) -> int:
-    from core.formats import open_checkpoint
-    from core.scan import scan_checkpoint
-
-    result = scan_checkpoint(open_checkpoint(args.file))
-    if args.json:
-        from core.report import to_json
-
-        print(to_json(result))
-    else:
-        from core.cli_render import print_scan
-
-        print_scan(result)
-    return EXIT_FINDINGS if result.refused_by_weights_only else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,7 +6,7 @@
 
 The structure diff uses metadata only (no tensor reads). By default it compares each file's weights
 section; `sections=[("model", "ema")]` picks others. `rules` renames A's keys before comparing.
-The value diff (opt-in) streams each pair of tensors with the same shape (core.diff_values).
+The value diff (opt-in) streams each pair of tensors with the same shape (core.diff.values).
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.diff_values import CLOSE, DIFFERENT, IDENTICAL, SKIPPED, Scratch, ValueDiff, compare_tensors
+from core.diff.remap import RemapRule, RemapSuggestion, apply_remap, suggest_remap
+from core.diff.values import CLOSE, DIFFERENT, IDENTICAL, SKIPPED, Scratch, ValueDiff, compare_tensors
 from core.errors import Cancelled, CheckpointError
 from core.model import Checkpoint, Section, TensorInfo
 from core.progress import Progress, step
-from core.remap import RemapRule, RemapSuggestion, apply_remap, suggest_remap
 
 SAME, ONLY_A, ONLY_B, SHAPE, DTYPE = "same", "only_a", "only_b", "shape_mismatch", "dtype_mismatch"
 STATUSES = (ONLY_A, ONLY_B, SHAPE, DTYPE, SAME)
