@@ -244,6 +244,7 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     size_mismatch: list[dict[str, Any]] = field(default_factory=list)
     tied: dict[str, str] = field(default_factory=dict)  # missing name -> loaded name, same tensor
+    ignored: dict[str, str] = field(default_factory=dict)  # name -> why the model's rules skip it
     prefix_stripped: str = ""
     prefix_added: str = ""
     renamed: int = 0
@@ -268,20 +269,18 @@ class LoadReport:
         lines += [f"size mismatch: {m['name']} checkpoint {m['checkpoint']} vs model {m['model']}"
                   for m in self.size_mismatch[:20]]
         lines += [f"tied: {a} shares {b}" for a, b in self.tied.items()]
+        lines += [f"ignored: {name} ({why})" for name, why in list(self.ignored.items())[:20]]
         return "\n".join(lines)
 
     def error(self) -> ExportError:
-        parts = [f"{len(v)} {k}" for k, v in (("missing", self.missing), ("unexpected",
-                 self.unexpected), ("with a different shape", self.size_mismatch)) if v]
+        parts = [f"{len(v)} {k}: {', '.join(v[:3])}" + (f" and {len(v) - 3} more" if len(v) > 3 else "")
+                 for k, v in (("missing", self.missing), ("unexpected", self.unexpected),
+                              ("with a different shape", [m["name"] for m in self.size_mismatch])) if v]
         return ExportError(f"The checkpoint's weights do not fit this architecture "
-                           f"({', '.join(parts)}).", self.summary())
+                           f"({'; '.join(parts)}).", self.summary())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"section": self.section, "loaded": self.loaded, "missing": self.missing,
-                "unexpected": self.unexpected, "size_mismatch": self.size_mismatch,
-                "tied": self.tied, "prefix_stripped": self.prefix_stripped,
-                "prefix_added": self.prefix_added, "renamed": self.renamed,
-                "dry_run": self.dry_run, "ok": self.ok}
+        return {k: getattr(self, k) for k in self.__dataclass_fields__} | {"ok": self.ok}
 
 
 def load_weights(module: nn.Module, checkpoint: Checkpoint, remap: Remap | None = None,

@@ -45,5 +45,7 @@ def build_model(arch: str, weights: str | Path | None = None, *,
         return model, None
     report = load_weights(model, open_checkpoint(weights), section=section)
     if strict and not report.ok:
-        raise report.error()
+        error = report.error()
+        raise ExportError(f"{error.message} `ckpt-studio diff {weights} --model {arch}` lists every "
+                          "key; export takes --non-strict to load only what fits.", error.details)
     return model, report

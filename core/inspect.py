@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,11 +68,21 @@ class InspectResult:
     aliases: list[list[str]]  # groups of tensor names that share one storage
     metadata: dict[str, Any]
     findings: list[Finding]
+    name_filter: str | None = None
+    unfiltered_tensors: int = 0  # tensors in the chosen sections before the name filter
+
+    def filter_note(self) -> str | None:
+        """'3 of 12 tensors match 'bn'' when a filter was given; None otherwise."""
+        if not self.name_filter:
+            return None
+        return (f"{self.totals.tensors} of {self.unfiltered_tensors} tensors match "
+                f"'{self.name_filter}' (a substring, or a glob when it has * ? or [; any case).")
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "path": self.path, "format": self.format, "file_size": self.file_size,
             "weights": self.weights, "totals": self.totals.to_dict(), "aliases": self.aliases,
+            "filter": self.name_filter, "unfiltered_tensors": self.unfiltered_tensors,
             "metadata": self.metadata, "findings": [f.to_dict() for f in self.findings],
             "sections": [s.to_dict() for s in self.sections],
         }
@@ -79,24 +91,44 @@ class InspectResult:
 def inspect_checkpoint(
     checkpoint: Checkpoint, section: str | None = None, pattern: str | None = None
 ) -> InspectResult:
-    """Summarise an opened checkpoint, optionally one section and names matching a glob."""
+    """Summarise an opened checkpoint, optionally one section and names matching `pattern`
+    (see `name_matcher`)."""
     if section is not None and section not in checkpoint.sections:
         known = ", ".join(checkpoint.sections) or "none"
         raise CheckpointError(f"This file has no section '{section}' (it has: {known}).")
     chosen = [checkpoint.sections[section]] if section else list(checkpoint.sections.values())
-    views = [_view(s, pattern) for s in chosen]
+    matches = name_matcher(pattern or "")
+    views = [_view(s, matches) for s in chosen]
     every = [t for v in views for t in v.tensors]
     return InspectResult(
         path=str(checkpoint.path), format=checkpoint.format,
         file_size=_size(checkpoint), weights=checkpoint.weights, sections=views,
         totals=Totals.of(every), aliases=alias_groups(every),
         metadata=checkpoint.metadata, findings=list(checkpoint.findings),
+        name_filter=pattern or None, unfiltered_tensors=sum(len(s.tensors) for s in chosen),
     )
 
 
-def _view(section: Section, pattern: str | None) -> SectionView:
-    tensors = [t for name, t in section.tensors.items()
-               if not pattern or fnmatch.fnmatchcase(name, pattern)]
+def name_matcher(text: str) -> Callable[[str], bool] | None:
+    """The one rule for filtering tensor names (CLI and app); None when `text` is empty.
+
+    Any case. Without * ? or [ it is a substring ('bn'). Otherwise a glob over the whole name, where
+    a leading '*.' may also match at the start, so '*.bn.*' finds 'bn.weight' and 'layer1.bn.bias'.
+    """
+    text = text.strip()
+    if not text:
+        return None
+    if not any(c in text for c in "*?["):
+        needle = text.lower()
+        return lambda name: needle in name.lower()
+    glob = re.compile(fnmatch.translate(text), re.IGNORECASE | re.DOTALL).match
+    if text.startswith("*."):
+        return lambda name: bool(glob(name) or glob("." + name))
+    return lambda name: bool(glob(name))
+
+
+def _view(section: Section, matches: Callable[[str], bool] | None) -> SectionView:
+    tensors = [t for name, t in section.tensors.items() if matches is None or matches(name)]
     return SectionView(section.name, tensors, section.values, Totals.of(tensors),
                        section.common_prefix)
 

@@ -40,7 +40,10 @@ def build_sections(tree: Any, default_name: str = "model") -> tuple[dict[str, Se
     if isinstance(tree, dict) and not _is_state_dict(tree):
         _split_training_checkpoint(tree, sections)
     else:
-        sections[default_name] = _section(default_name, tree, "")
+        weights, kept = _split_flat_training_state(tree) if isinstance(tree, dict) else (tree, {})
+        sections[default_name] = _section(default_name, weights, "")
+        for key, sub in kept.items():
+            sections[SECTION_ALIASES[key]] = _section(SECTION_ALIASES[key], sub, key)
     sections = {name: sec for name, sec in sections.items() if sec.tensors or sec.values}
     for sec in sections.values():
         _finish(sec)
@@ -60,6 +63,30 @@ def _split_training_checkpoint(tree: dict[Any, Any], sections: dict[str, Section
         sections[name] = _section(name, value, key)
     if training:
         sections["training"] = Section("training", values=training)
+
+
+def _split_flat_training_state(tree: dict[Any, Any]) -> tuple[dict[Any, Any], dict[str, dict[str, Any]]]:
+    """A flat file written with `convert --keep-training`: the weights under their own names, an
+    EMA copy or optimizer/scheduler state under their key ('optimizer_state_dict.state.0.exp_avg').
+    Returns (the weights, {key: that key's entries}); only prefixes that look like such state split
+    off (an EMA copy repeats the weights' names, optimizer state has a 'state' segment)."""
+    groups: dict[str, dict[str, Any]] = {}
+    for name in tree:
+        head, _, rest = str(name).partition(".")
+        if rest and SECTION_ALIASES.get(head) in ("ema", "optimizer", "scheduler"):
+            groups.setdefault(head, {})[rest] = tree[name]
+    weights = {k: v for k, v in tree.items() if str(k).partition(".")[0] not in groups}
+    kept = {}
+    for head, sub in groups.items():
+        if SECTION_ALIASES[head] == "ema":
+            looks_right = sum(n in weights for n in sub) * 2 >= len(sub)
+        else:
+            looks_right = all("state" in n.split(".") or "param_groups" in n for n in sub)
+        if looks_right and weights:
+            kept[head] = sub
+        else:
+            weights.update({f"{head}.{n}": v for n, v in sub.items()})
+    return weights, kept
 
 
 def _section(name: str, value: Any, source_path: str) -> Section:

@@ -63,6 +63,7 @@ class TensorInfo:
     role: str = UNKNOWN
     requires_grad: bool = False
     quantization: Quantization | None = None  # set for quantized tensors (qint8, quint8, ...)
+    stored_as: str = ""  # the file's own encoding when it differs from `dtype`, e.g. GGUF "Q8_0"
 
     @property
     def numel(self) -> int:
@@ -95,6 +96,8 @@ class TensorInfo:
         }
         if self.quantization is not None:
             out["quantization"] = self.quantization.to_dict()
+        if self.stored_as:
+            out["stored_as"] = self.stored_as
         return out
 
 

@@ -29,6 +29,9 @@ def resolve_specs(spec: str | Sequence[InputSpec] | None,
             raise CheckFailed(exc.message, exc.details) from None
     if spec:
         return list(spec)
+    for runner in runners:  # a Hugging Face folder's runner knows realistic inputs (padded masks)
+        if getattr(runner, "input_specs", None):
+            return list(runner.input_specs)  # type: ignore[attr-defined]
     for runner in runners:
         specs = specs_from_runner(runner)
         if specs:

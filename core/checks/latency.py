@@ -7,7 +7,11 @@ torch conversion are never timed). The first run is reported on its own, never a
                              batches=[1, 16, 64], warmup=10, runs=100)
     result.sweep()   # per runner: batch -> p50/p90/p99/mean/throughput, for plots
 
-Peak RSS is the process's high-water mark after each batch (it never goes down). A runner that fails
+Memory, per runner and batch: the process's resident-set high-water mark is reset just before the
+batch (Linux: /proc/self/clear_refs), so `peak_rss_bytes` is the peak while that runner ran that
+batch and `extra_rss_bytes` how far it rose above the resident size just before; both are None where
+the platform cannot reset the peak (one process-wide number would be the same for every runner).
+A runner that fails
 at one batch size records the error there; the other batches still run. Progress: one step per run;
 a cancel raises Cancelled and returns nothing.
 """
@@ -64,7 +68,8 @@ class BatchLatency:
     warmup: int = 0
     stats: LatencyStats | None = None
     times_ms: list[float] = field(default_factory=list)  # every timed run, in order
-    peak_rss_bytes: int | None = None
+    peak_rss_bytes: int | None = None  # peak resident size while this batch ran
+    extra_rss_bytes: int | None = None  # that peak minus the resident size just before the batch
     rss_bytes: int | None = None
     error: str | None = None
     error_details: str | None = None
@@ -183,6 +188,7 @@ def _measure_one(runner: Runner, arrays: dict[str, np.ndarray], batch: int, warm
                  budget_s: float | None, tick: Callable[[int, str], None]) -> BatchLatency:
     row = BatchLatency(batch, {k: list(v.shape) for k, v in arrays.items()}, warmup=warmup)
     label = f"{runner.name}, batch {batch}"
+    before = _rss_before_batch()
     try:
         feed = runner.prepare(arrays)
         start = time.perf_counter_ns()
@@ -198,8 +204,35 @@ def _measure_one(runner: Runner, arrays: dict[str, np.ndarray], batch: int, warm
         return row
     row.times_ms = [t / 1e6 for t in times]
     row.stats = LatencyStats.from_ns(times, batch)
-    row.peak_rss_bytes, row.rss_bytes = memory()
+    peak, row.rss_bytes = memory()
+    if before is not None and peak is not None:
+        row.peak_rss_bytes, row.extra_rss_bytes = peak, max(peak - before, 0)
     return row
+
+
+def _rss_before_batch() -> int | None:
+    """Reset the process's peak-RSS mark and return the resident size now; None where the
+    platform cannot reset it, so no runner is shown another runner's peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # "5": reset the high-water mark (Linux >= 4.0)
+    except OSError:
+        return None
+    return _proc_status().get("VmRSS")
+
+
+def _proc_status() -> dict[str, int]:
+    """VmHWM/VmRSS from /proc/self/status, in bytes ({} where there is no such file)."""
+    out = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("VmHWM", "VmRSS"):
+                    out[key] = int(value.split()[0]) * 1024
+    except OSError:
+        pass
+    return out
 
 
 def _timed(runner: Runner, feed: dict[str, Any], cap: int, budget_s: float | None,
@@ -219,6 +252,9 @@ def _timed(runner: Runner, feed: dict[str, Any], cap: int, budget_s: float | Non
 
 def memory() -> tuple[int | None, int | None]:
     """(peak RSS, current RSS) of this process in bytes, where the platform tells."""
+    status = _proc_status()
+    if status:  # Linux: VmHWM follows the reset in _rss_before_batch; ru_maxrss does not
+        return status.get("VmHWM"), status.get("VmRSS")
     peak = current = None
     try:
         import psutil

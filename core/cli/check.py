@@ -68,8 +68,20 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
+REPORT_SUFFIXES = (".html", ".htm", ".md")
+
+
+def _check_report_path(report: str | None) -> None:
+    """Refuse a report name we would not write as named, before any model runs."""
+    if report and Path(report).suffix.lower() not in REPORT_SUFFIXES:
+        raise CheckFailed(f"--report writes an HTML (.html) or Markdown (.md) file; '{report}' has "
+                          "another extension. Name it e.g. 'report.html'.")
+
+
 def run_parity(args: argparse.Namespace) -> int:
     from core.checks.common import load_cases
+
+    _check_report_path(args.report)
     from core.checks.parity import check_parity, parse_tolerances
 
     cases = load_cases(args.inputs_npz) if args.inputs_npz else None
@@ -86,6 +98,7 @@ def run_parity(args: argparse.Namespace) -> int:
 def run_latency(args: argparse.Namespace) -> int:
     from core.checks.latency import measure_latency
 
+    _check_report_path(args.report)
     runners = [_runner(s, args) for s in args.sources]
     with ProgressBar("checking", enabled=not args.json) as bar:
         result = measure_latency(runners, args.input, _batches(args.batches), warmup=args.warmup,
@@ -149,13 +162,11 @@ def _show(result: Any, args: argparse.Namespace) -> None:
 
         print(to_json(result))
         return
-    text = render_markdown(result)
     if sys.stdout.isatty():
-        from rich.console import Console
-        from rich.markdown import Markdown
+        from core.cli.render import print_check
 
-        Console().print(Markdown(text))
-    else:
-        print(text)
+        print_check(result)
+    else:  # piped: Markdown, ready to paste
+        print(render_markdown(result))
     if args.report:
         print(f"Report written to {args.report}")

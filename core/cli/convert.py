@@ -15,6 +15,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 EXIT_OK, EXIT_ERROR = 0, 2  # the values of core.cli's EXIT_OK / EXIT_ERROR
 TARGET_NAMES = ("safetensors", "safetensors-sharded", "pt")  # core.convert.TARGETS, imported lazily
+FILE_TARGETS = {".safetensors": "safetensors", ".pt": "pt", ".pth": "pt", ".bin": "pt", ".ckpt": "pt"}
+TARGET_SUFFIX = {"safetensors": ".safetensors", "pt": ".pt"}
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -22,12 +24,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert checkpoints (safetensors, sharded safetensors, .pt) "
                        "with streaming, an atomic write and verification")
     p.add_argument("files", nargs="+", metavar="FILE", help="checkpoint(s) to convert")
-    p.add_argument("--to", default="safetensors", choices=TARGET_NAMES, help="output format")
+    p.add_argument("--to", choices=TARGET_NAMES, help="output format (default: from the -o "
+                   "extension, .pt/.pth/.bin/.ckpt -> pt; safetensors-sharded with "
+                   "--max-shard-size; else safetensors)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("-o", "--output", metavar="PATH",
                      help="output file (a folder for safetensors-sharded); one input only")
-    out.add_argument("--out-dir", metavar="DIR", help="folder for the outputs (default: beside "
-                     "each input, named after it)")
+    out.add_argument("--out-dir", metavar="DIR", help="folder for the outputs, created if missing "
+                     "(default: beside each input, named after it)")
     p.add_argument("--section", metavar="NAME", help="section to write (model, ema, ...; default: "
                    "the detected weights)")
     p.add_argument("--keep-training", action="store_true", help="also write optimizer/scheduler "
@@ -44,8 +48,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="write only tensors whose name in the source matches (repeatable)")
     p.add_argument("--drop", action="append", default=[], metavar="GLOB",
                    help="leave out tensors whose name in the source matches (repeatable)")
-    p.add_argument("--max-shard-size", metavar="SIZE", help="for safetensors-sharded: data per "
-                   "shard, e.g. 2GB, 500MB (default 5GB)")
+    p.add_argument("--max-shard-size", metavar="SIZE", help="data per shard, e.g. 2GB, 500MB "
+                   "(default 5GB); implies --to safetensors-sharded")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--json", action="store_true", help="print JSON instead of a summary")
     p.set_defaults(run=run_convert)
@@ -68,18 +72,39 @@ def run_convert(args: argparse.Namespace) -> int:
     if args.output and len(args.files) > 1:
         raise CheckpointError("--output names one output; with several inputs use --out-dir.")
     shard = parse_size(args.max_shard_size) if args.max_shard_size else None
+    target = chosen_target(args)
     common = {"overwrite": args.overwrite, "max_shard_size": shard}
     with ProgressBar("converting", enabled=not args.json) as progress:
         if len(args.files) == 1:
-            dest = args.output or default_destination(args.files[0], args.to, args.out_dir)
-            result = convert(args.files[0], dest, args.to, options_from(args), progress=progress,
-                             **common)
+            dest = args.output or default_destination(args.files[0], target, args.out_dir)
+            result = convert(args.files[0], dest, target, options_from(args), progress=progress,
+                             create_folders=args.out_dir is not None, **common)
             batch = BatchResult([result], [])
         else:
-            batch = convert_many(args.files, args.out_dir, args.to, options_from(args),
+            batch = convert_many(args.files, args.out_dir, target, options_from(args),
                                  progress=progress, **common)
     _print(batch, args)
     return EXIT_ERROR if batch.errors else EXIT_OK
+
+
+def chosen_target(args: argparse.Namespace) -> str:
+    """--to, or what -o's extension / --max-shard-size imply; refuses options that disagree."""
+    sharded = "safetensors-sharded"
+    output = Path(args.output) if args.output else Path()
+    implied = FILE_TARGETS.get(output.suffix.lower())
+    target = args.to or (sharded if args.max_shard_size else implied or "safetensors")
+    if args.max_shard_size and target != sharded:
+        raise CheckpointError(f"--max-shard-size only applies to sharded output, and --to {target} "
+                              f"writes one file; use --to {sharded} (or leave --to out).")
+    if target == sharded and implied:
+        asked = f"--to {sharded}" if args.to else "--max-shard-size (sharded output)"
+        raise CheckpointError(f"{asked} writes a folder of shards, but '{output.name}' is a file "
+                              f"name; name a folder, e.g. -o {output.with_suffix('')}.")
+    if implied and implied != target:
+        raise CheckpointError(f"'{output.name}' is a {implied} file name, but --to {target} was "
+                              f"asked; name it '{output.stem}{TARGET_SUFFIX[target]}' or use "
+                              f"--to {implied}.")
+    return target
 
 
 def _print(batch: BatchResult, args: argparse.Namespace) -> None:

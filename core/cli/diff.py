@@ -65,9 +65,10 @@ def run_diff(args: argparse.Namespace) -> int:
         from core.diff.structure import model_keys
 
         b = model_keys(args.model, search_path=Path.cwd())
-    suggest = args.suggest_remap or bool(args.apply_remap)
     with ProgressBar("comparing", enabled=(args.values or bool(args.apply_remap)) and not args.json) as bar:
-        result = _diff(a, b, args, suggest, bar)
+        result = _diff(a, b, args, True, bar)  # suggestions are sampled: cheap even unasked
+        if not (args.suggest_remap or args.apply_remap):
+            _keep_telling_suggestions(result)
         if not args.apply_remap:
             _print(result, args)
             return EXIT_OK if result else EXIT_DIFFERENT
@@ -98,6 +99,16 @@ def _diff(a: Checkpoint, b: Checkpoint | dict[str, TensorInfo], args: argparse.N
     section_b = args.section_b or args.section
     return diff_checkpoints(a, b, section_a=section_a, section_b=section_b, values=args.values,
                             atol=args.atol, rtol=args.rtol, suggest=suggest, progress=progress)
+
+
+def _keep_telling_suggestions(result: DiffResult) -> None:
+    """Unasked, show only the renames that explain most of A's unmatched keys (a `module.`
+    prefix, say): the user should hear of those; --suggest-remap lists every one."""
+    from core.diff.structure import ONLY_A
+
+    for section in result.sections:
+        unmatched = len(section.with_status(ONLY_A))
+        section.suggestions = [s for s in section.suggestions if 2 * s.explains >= unmatched > 0]
 
 
 def _apply(a: Checkpoint, b: Checkpoint | dict[str, TensorInfo], result: DiffResult, args: argparse.Namespace,

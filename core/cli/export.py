@@ -2,8 +2,11 @@
 
     ckpt-studio export CKPT --arch SRC [--arch-kwargs JSON] [--input SPEC] --to onnx,torchscript,pt2
                        [--opset N] [--quantize dynamic-int8] --out-dir DIR [--trust] [--json]
+    ckpt-studio export HF_FOLDER [--task TASK] [--pooling] --to onnx --out-dir DIR
 
-Without --arch, CKPT itself must be a TorchScript file, a .pt2 program or a pickled model (--trust).
+Without --arch, a Hugging Face folder (or weights beside a config.json) is built from its config
+(core.hf: task-aware inputs, the model's output names, strict loading by the class's rules);
+otherwise CKPT itself must be a TorchScript file, a .pt2 program or a pickled model (--trust).
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ from core.cli.progress import ProgressBar
 if TYPE_CHECKING:  # pragma: no cover
     from core.arch import LoadReport
     from core.export import ExportResult
+    from core.hf.model import HFModel
 
 EXIT_OK, EXIT_ERROR = 0, 2  # the values of core.cli's EXIT_OK / EXIT_ERROR
 TARGET_NAMES = ("onnx", "torchscript", "pt2")  # core.export.TARGETS, imported lazily
+HF_TASKS = ("feature-extraction", "text-classification", "token-classification", "causal-lm",
+            "image-classification")  # core.hf.config.TASKS
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -52,6 +58,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="how to make TorchScript (default trace)")
     p.add_argument("--quantize", choices=["dynamic-int8"], help="also write int8 TorchScript/ONNX "
                    "artefacts (Linear/LSTM weights in int8)")
+    p.add_argument("--task", choices=HF_TASKS, help="Hugging Face folders: what to export the model "
+                   "for (default: from config.json's architectures)")
+    p.add_argument("--pooling", action="store_true", help="sentence-transformers folders: put the "
+                   "pooling (and normalisation) of modules.json inside the graph")
     p.add_argument("--section", metavar="NAME", help="weights section to load (model, ema, ...)")
     p.add_argument("--non-strict", action="store_true", help="export even when some weights are "
                    "missing, unexpected or mis-shaped")
@@ -65,24 +75,57 @@ def run_export(args: argparse.Namespace) -> int:
     from core.export import ExportOptions, export
     from core.inputs import format_specs, infer_spec, parse_specs
 
-    model, report = _model(args)
-    specs = parse_specs(args.input) if args.input else infer_spec(model)
+    hf = _hf_model(args)
+    model, report = (hf.module, hf.report) if hf else _model(args)
+    specs = parse_specs(args.input) if args.input else hf.specs if hf else infer_spec(model)
     options = ExportOptions(
-        name=args.name or Path(args.checkpoint).name.split(".")[0] or "model", opset=args.opset,
+        name=args.name or _stem(args.checkpoint), opset=args.opset,
         onnx_exporter=args.onnx_exporter, ort_optimize=args.optimize,
         torchscript_mode=args.torchscript, quantize=args.quantize, overwrite=args.overwrite,
-        keep_going=True, protect=(Path(args.checkpoint),))
+        keep_going=True, protect=(Path(args.checkpoint),),
+        output_names=tuple(hf.output_names) if hf else None)
     targets = [t.strip() for t in args.to.split(",") if t.strip()]
     with ProgressBar("exporting", enabled=not args.json) as progress:
         results = export(model, specs, targets, args.out_dir, options, progress)
     if args.json:
         print(json.dumps({"checkpoint": args.checkpoint, "arch": args.arch or args.checkpoint,
+                          "hf": hf.to_dict() if hf else None,
                           "weights": report.to_dict() if report else None,
                           "inputs": format_specs(specs),
                           "results": [r.to_dict() for r in results]}, indent=2, default=str))
     else:
-        print(summary(results, report, format_specs(specs), args.verbose))
+        head = f"model: {hf.model_class} ({hf.task})" + "".join(f"; {n}" for n in hf.notes) \
+            if hf else ""
+        print((head + "\n" if head else "") + summary(results, report, format_specs(specs),
+                                                      args.verbose))
     return EXIT_OK if all(r.ok for r in results) else EXIT_ERROR
+
+
+def _stem(checkpoint: str) -> str:
+    path = Path(checkpoint)
+    return (path.resolve().name if path.is_dir() else path.name.split(".")[0]) or "model"
+
+
+def _hf_model(args: argparse.Namespace) -> HFModel | None:
+    """The Hugging Face path: no --arch (or --arch naming a model folder) and a config.json."""
+    from core.errors import ExportError
+    from core.hf.config import model_folder
+    from core.hf.model import load_hf_model
+
+    arch_folder = model_folder(args.arch) if args.arch and Path(args.arch).is_dir() else None
+    if args.arch and arch_folder is None:
+        if args.task or args.pooling:
+            raise ExportError("--task and --pooling apply to Hugging Face folders, not to --arch "
+                              "code.")
+        return None
+    if arch_folder is None and model_folder(args.checkpoint) is None:
+        if Path(args.checkpoint).is_dir():
+            raise ExportError(f"The folder '{args.checkpoint}' has no config.json, so its "
+                              "architecture is unknown; give it with --arch.")
+        return None
+    weights = args.checkpoint if arch_folder is not None else None
+    return load_hf_model(arch_folder or args.checkpoint, args.task, pooling=args.pooling,
+                         weights=weights, strict=not args.non_strict)
 
 
 def _model(args: argparse.Namespace) -> tuple[Any, LoadReport | None]:
@@ -114,6 +157,8 @@ def summary(results: list[ExportResult], report: LoadReport | None, inputs: str,
             continue
         how = r.exporter + (f", opset {r.opset}" if r.opset else "")
         lines.append(f"{label}: {r.path} ({human_bytes(r.size)}, {how}, {r.seconds:.1f} s)")
+        lines += [f"  checked at {c['inputs']}: max abs diff {c['max_abs_diff']:.3g}"
+                  for c in r.checked_shapes[1:]]
         lines.append(f"  max abs diff vs {r.reference}: {r.max_abs_diff:.3g}"
                      + (f"; vs the float model: {r.quantization_error:.3g}"
                         if r.quantization_error is not None else ""))

@@ -12,7 +12,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="list a file's tensors: names, shapes, dtypes, sizes")
     p.add_argument("file")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--filter", metavar="GLOB", help="only tensors whose name matches, e.g. '*.bn.*'")
+    p.add_argument("--filter", metavar="TEXT", help="only tensors whose name contains TEXT (any "
+                   "case), or matches it as a glob when it has * ? or [, e.g. 'bn' or '*.bn.*'")
     p.add_argument("--section", metavar="NAME", help="only this section (model, ema, optimizer...)")
     p.set_defaults(run=run_inspect)
     return p

@@ -27,18 +27,34 @@ def build_parser() -> argparse.ArgumentParser:
                         "all of it works")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    from core.cli import check, convert, diff, export, inspect, scan
+    from core.cli import check, convert, diff, export, identify, inspect, scan
 
-    for module in (inspect, scan, convert, diff, export, check):
+    for module in (inspect, scan, convert, diff, export, check, identify):
         module.add_parser(sub)
+    _add_verbose_everywhere(sub)
     return parser
+
+
+def _add_verbose_everywhere(sub: argparse._SubParsersAction) -> None:
+    """`-v` also after the command (`inspect X -v`); SUPPRESS keeps a `-v` given before it."""
+    for command in set(sub.choices.values()):
+        if "--verbose" not in command._option_string_actions:
+            command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                                 help="show technical details")
+        for action in command._subparsers._group_actions if command._subparsers else ():
+            if isinstance(action, argparse._SubParsersAction):
+                _add_verbose_everywhere(action)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    commands = set(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    commands = list(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     if not argv or (argv[0] not in commands and not argv[0].startswith("-")):
+        typo = _command_typo(argv[0], commands) if argv else None
+        if typo:
+            _print_error(typo, None)
+            return EXIT_ERROR
         return _open_gui(argv)
     args = parser.parse_args(argv)
     if args.self_test:
@@ -51,8 +67,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _guarded(args.run, args)
 
 
+def _command_typo(word: str, commands: list[str]) -> str | None:
+    """A first word that is no file and close to a command is a typo, not a file for the app."""
+    import difflib
+    from pathlib import Path
+
+    if Path(word).exists() or any(c in word for c in "./\\"):  # looks like a file name
+        return None
+    close = difflib.get_close_matches(word, commands, n=1, cutoff=0.6)
+    if not close:
+        return None
+    return f"unknown command '{word}' — did you mean '{close[0]}'? (see `ckpt-studio --help`)"
+
+
 def _guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Run a command; turn every error into one plain sentence (details with --verbose)."""
+    """Run a command; turn every error into one plain sentence (details with --verbose).
+    Library warnings (torch's deprecations, with source paths) are shown only with --verbose."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        try:
+            return _run_plainly(run, args)
+        finally:
+            if getattr(args, "verbose", False):
+                for w in caught:
+                    print(f"warning: {w.message} ({w.category.__name__}, {w.filename}:{w.lineno})",
+                          file=sys.stderr)
+
+
+def _run_plainly(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     try:
         return run(args)
     except CheckpointError as exc:

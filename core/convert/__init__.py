@@ -19,11 +19,11 @@ from types import ModuleType
 from typing import Any
 
 from core.convert import safetensors_sharded, safetensors_single, torch_pt
+from core.convert.checksums import METHOD
 from core.convert.hashing import SourceHasher
 from core.convert.job import Job
 from core.convert.stream import verbatim_ranges
 from core.convert.transforms import ConvertOptions, Plan, build_plan
-from core.convert.verify import METHOD
 from core.errors import Cancelled, CheckpointError
 from core.model import Checkpoint
 from core.progress import Progress
@@ -71,8 +71,13 @@ class BatchResult:
 def convert(source: str | os.PathLike[str] | Checkpoint, destination: str | os.PathLike[str],
             target: str = "safetensors", options: ConvertOptions | None = None, *,
             overwrite: bool = False, max_shard_size: int | None = None,
-            progress: Progress | None = None) -> ConvertResult:
-    """Convert one file; `destination` is a file (a folder for sharded output)."""
+            create_folders: bool = False, progress: Progress | None = None) -> ConvertResult:
+    """Convert one file; `destination` is a file (a folder for sharded output).
+
+    `max_shard_size` is used by the sharded target only (the command line refuses it with
+    another); `create_folders` makes the destination's missing folders (an output folder the
+    user named), and removes them again when the conversion fails.
+    """
     start = time.perf_counter_ns()
     module = _target(target)
     checkpoint = source if isinstance(source, Checkpoint) else _open(source)
@@ -81,7 +86,8 @@ def convert(source: str | os.PathLike[str] | Checkpoint, destination: str | os.P
     ranges = verbatim_ranges(checkpoint.path, plan.items) if module.STREAMS else {}
     hasher = SourceHasher(checkpoint.path, ranges, progress)
     job = Job(checkpoint, plan, options, hasher, overwrite=overwrite,
-              max_shard_size=max_shard_size, progress=progress)
+              max_shard_size=max_shard_size, create_folders=create_folders, progress=progress,
+              notes=list(plan.notes))
     try:
         outputs = module.write(job, Path(destination))
         digest = hasher.digest()
@@ -97,6 +103,7 @@ def convert_many(sources: list[str | os.PathLike[str]], out_dir: str | os.PathLi
     """Convert several files (drag-and-drop) into `out_dir`, or beside each one when it is None.
 
     One result per file; a file that fails is listed in `errors` and the others still convert.
+    A missing `out_dir` is created (and removed again if no file could be converted into it).
     """
     destinations = [default_destination(s, target, out_dir) for s in sources]
     batch = BatchResult([], [])
@@ -106,7 +113,8 @@ def convert_many(sources: list[str | os.PathLike[str]], out_dir: str | os.PathLi
                 raise CheckpointError(f"Several inputs would be written to '{dest.name}'; "
                                       "convert them into separate folders.")
             batch.results.append(convert(src, dest, target, options, overwrite=overwrite,
-                                         max_shard_size=max_shard_size, progress=progress))
+                                         max_shard_size=max_shard_size,
+                                         create_folders=out_dir is not None, progress=progress))
         except Cancelled:
             raise
         except CheckpointError as exc:

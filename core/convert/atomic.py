@@ -34,7 +34,7 @@ from pathlib import Path
 from types import TracebackType
 
 from core.errors import CheckpointError
-from core.files import fsync_dir, same_file
+from core.files import create_new, fsync_dir, same_file
 
 try:
     import fcntl
@@ -50,25 +50,32 @@ TEMP_NAME = re.compile(r"\.(?P<final>.+)\.(?P<pid>[1-9][0-9]{0,9})-(?P<host>[0-9
 
 class Staging:
     def __init__(self, finals: Iterable[Path], *, overwrite: bool, protect: Iterable[Path],
-                 create_dir: Path | None = None) -> None:
+                 create_dir: Path | None = None, make_parents: bool = False) -> None:
         self.finals = [Path(p) for p in finals]
         self.overwrite = overwrite
         self.temps: dict[Path, Path] = {}
         self._locks: dict[Path, int] = {}  # temp -> an fd holding its flock while it is ours
-        self.create_dir = create_dir  # a folder to make first (sharded output); removed on failure
-        self._made_dir = False
+        # folders to make first, outermost first: the sharded output's own folder, and with
+        # `make_parents` the missing folders above it (--out-dir); removed again on failure
+        innermost = create_dir if create_dir is not None else self.finals[0].parent
+        self.create_dirs = missing_folders(innermost) if make_parents else \
+            [d for d in [create_dir] if d is not None and not d.exists()]
+        self._made: list[Path] = []
         check_destinations(self.finals, overwrite=overwrite, protect=list(protect),
-                           folder=create_dir)
+                           folder=create_dir, make_parents=make_parents)
 
     def __enter__(self) -> Staging:
+        for folder in self.create_dirs:
+            try:
+                folder.mkdir()
+            except FileExistsError:  # made meanwhile by another program: not ours to remove
+                continue
+            except OSError as exc:
+                self._remove_made()
+                raise write_error(exc, folder) from None
+            self._made.append(folder)
         for folder in dict.fromkeys(p.parent for p in self.finals):
             remove_stale_temps(folder)  # left by writers killed earlier (see the module docstring)
-        if self.create_dir is not None and not self.create_dir.exists():
-            try:
-                self.create_dir.mkdir()
-            except OSError as exc:
-                raise write_error(exc, self.create_dir) from None
-            self._made_dir = True
         return self
 
     def temp(self, final: Path) -> Path:
@@ -77,8 +84,7 @@ class Staging:
             tag = f"{os.getpid()}-{host_tag()}-{secrets.token_hex(4)}"
             path = final.parent / f".{final.name}.{tag}.partial"
             try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                             0o600)
+                fd = create_new(path)  # the usual mode, which the output keeps
             except FileExistsError:
                 continue
             except OSError as exc:
@@ -131,9 +137,13 @@ class Staging:
                 temp.unlink()
             self._unlock(temp)  # after the unlink: a locked name is never free for the taking
         self.temps.clear()
-        if self._made_dir and self.create_dir is not None:
+        self._remove_made()
+
+    def _remove_made(self) -> None:
+        for folder in reversed(self._made):  # innermost first; one that is not empty stays
             with contextlib.suppress(OSError):
-                self.create_dir.rmdir()
+                folder.rmdir()
+        self._made.clear()
 
     def _unlock(self, temp: Path) -> None:
         fd = self._locks.pop(temp, None)
@@ -228,11 +238,30 @@ def _move(temp: Path, final: Path, overwrite: bool) -> None:
     os.unlink(temp)
 
 
+def missing_folders(folder: Path) -> list[Path]:
+    """`folder` and the folders above it that do not exist yet, outermost first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing[::-1]
+
+
 def check_destinations(finals: list[Path], *, overwrite: bool, protect: list[Path],
-                       folder: Path | None = None) -> None:
-    """Refuse writing onto a source, over an existing file (unless asked), or into no folder."""
+                       folder: Path | None = None, make_parents: bool = False) -> None:
+    """Refuse writing onto a source, over an existing file (unless asked), or into no folder
+    (with `make_parents`, missing folders are fine, a file where a folder should be is not)."""
     if folder is not None and folder.exists() and not folder.is_dir():
         raise CheckpointError(f"'{folder}' is a file, not a folder; choose a folder for the shards.")
+    if make_parents:
+        innermost = folder if folder is not None else finals[0].parent
+        missing = missing_folders(innermost)
+        existing = missing[0].parent if missing else innermost
+        if not existing.is_dir():
+            raise CheckpointError(f"'{existing}' is a file, not a folder; choose another output "
+                                  "folder.")
+        if missing:
+            return  # nothing can exist yet below a missing folder
     for final in finals:
         if any(same_file(final, src) for src in protect):
             raise CheckpointError(f"'{final.name}' is the file being converted; choose another "

@@ -1,10 +1,14 @@
-"""One sequential pass over the source file, in a thread: its sha256 and per-tensor CRC-32s.
+"""One sequential pass over the source file, in a thread: its sha256 and per-tensor checksums.
 
 The sha256 identifies the source in the output's metadata. The same pass checksums the byte
 range of every tensor that is copied verbatim from this file, so the copy itself can be done by
 the kernel (`os.copy_file_range`) without this process reading those bytes a second time; the
 verification compares these checksums with the ones of the bytes read back from the output.
 Ranges may overlap (views of one storage). `stop()` ends the pass early (cancel, error).
+
+sha256 runs at about 1.3 GB/s per core (SHA-NI), which is close to what a disk writes, so the
+pass starts before the first byte is written and runs on its own core: hashlib releases the GIL
+while it hashes, and the kernel copy needs none. The range checksums (XXH3) cost almost nothing.
 """
 
 from __future__ import annotations
@@ -12,13 +16,13 @@ from __future__ import annotations
 import hashlib
 import secrets
 import threading
-import zlib
 from pathlib import Path
 
+from core.convert.checksums import new_checksum
 from core.errors import Cancelled, CheckpointError
 from core.progress import Progress
 
-BUFFER = 8 << 20
+BUFFER = 1 << 20  # stays in the CPU cache between the read and the hash: a third less CPU than 8 MiB
 
 
 class SourceHasher:
@@ -30,14 +34,14 @@ class SourceHasher:
         self.placeholder = secrets.token_hex(32)  # same length as the digest it stands for
         self._stop = threading.Event()
         self._digest: str | None = None
-        self._crcs: dict[str, int] = {}
+        self._checksums: dict[str, int] = {}
         self._error: Exception | None = None
         self._thread = threading.Thread(target=self._run, name="source-sha256", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         sha = hashlib.sha256()
-        ranges = _RangeCrcs(self.ranges)
+        ranges = _RangeChecksums(self.ranges)
         buf = bytearray(BUFFER)
         pos = 0
         try:
@@ -45,13 +49,13 @@ class SourceHasher:
                 while not self._stop.is_set():
                     n = f.readinto(buf)
                     if not n:
-                        self._crcs, self._digest = ranges.crcs, sha.hexdigest()
+                        self._checksums, self._digest = ranges.digests(), sha.hexdigest()
                         return
                     view = memoryview(buf)[:n]
                     sha.update(view)
                     ranges.update(view, pos)
                     pos += n
-        except Exception as exc:  # reported by digest()/crcs() in the caller's thread
+        except Exception as exc:  # reported by digest()/checksums() in the caller's thread
             self._error = exc
 
     def digest(self) -> str:
@@ -59,10 +63,10 @@ class SourceHasher:
         assert self._digest is not None
         return self._digest
 
-    def crcs(self) -> dict[str, int]:
-        """CRC-32 of each range, once the pass is complete."""
+    def checksums(self) -> dict[str, int]:
+        """The checksum of each range, once the pass is complete."""
         self._join()
-        return self._crcs
+        return self._checksums
 
     def stop(self) -> None:
         self._stop.set()
@@ -83,11 +87,11 @@ class SourceHasher:
             raise Cancelled()
 
 
-class _RangeCrcs:
-    """CRC-32 of possibly overlapping byte ranges, fed the file's bytes in order."""
+class _RangeChecksums:
+    """Checksums of possibly overlapping byte ranges, fed the file's bytes in order."""
 
     def __init__(self, ranges: dict[str, tuple[int, int]]) -> None:
-        self.crcs = dict.fromkeys(ranges, 0)
+        self.running = {name: new_checksum() for name in ranges}
         self._todo = sorted(ranges.items(), key=lambda kv: kv[1][0])
         self._next = 0
         self._active: list[tuple[str, tuple[int, int]]] = []
@@ -101,7 +105,10 @@ class _RangeCrcs:
         for name, (lo, hi) in self._active:
             a, b = max(lo, pos), min(hi, end)
             if a < b:
-                self.crcs[name] = zlib.crc32(view[a - pos:b - pos], self.crcs[name])
+                self.running[name].update(view[a - pos:b - pos])
             if hi > end:
                 still.append((name, (lo, hi)))
         self._active = still
+
+    def digests(self) -> dict[str, int]:
+        return {name: running.intdigest() for name, running in self.running.items()}

@@ -21,6 +21,7 @@ class Job:
     hasher: SourceHasher
     overwrite: bool = False
     max_shard_size: int | None = None
+    create_folders: bool = False  # make a missing output folder (and the ones above it)
     progress: Progress | None = None
     notes: list[str] = field(default_factory=list)
     meter: Meter = field(init=False)

@@ -29,7 +29,7 @@ STREAMS = True
 NAME = "safetensors-sharded"
 INDEX_NAME = "model.safetensors.index.json"
 DEFAULT_MAX_SHARD = 5 * 10**9  # transformers' save_pretrained default ("5GB")
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
 
@@ -38,9 +38,13 @@ def default_name(stem: str) -> str:
 
 
 def parse_size(text: str) -> int:
-    """'2GB' -> 2_000_000_000, '500MiB' -> 524_288_000, '1000' -> 1000 (as transformers reads it)."""
+    """'2GB' -> 2_000_000_000, '500MiB' -> 524_288_000, '1000B' -> 1000 (units as transformers
+    reads them). A number without a unit is refused: '2' would mean 2 bytes, never what is meant."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(text))
     unit = match.group(2).upper() if match else ""
+    if match and not unit:
+        raise CheckpointError(f"'{text}' has no unit; write the size like 2GB, 500MB or 1GiB "
+                              f"({match.group(1)}B for bytes).")
     if not match or unit not in _UNITS or float(match.group(1)) * _UNITS[unit] < 1:
         raise CheckpointError(f"'{text}' is not a size; write it like 2GB, 500MB or 1GiB.")
     return int(float(match.group(1)) * _UNITS[unit])
@@ -65,18 +69,13 @@ def write(job: Job, destination: Path) -> list[Path]:
     names = [f"model-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)]
     finals = [destination / name for name in names] + [destination / INDEX_NAME]
     _note_oversized(job, max_size)
-    with Staging(finals, overwrite=job.overwrite, protect=job.protect,
-                 create_dir=destination) as stage:
-        staged = []
+    with Staging(finals, overwrite=job.overwrite, protect=job.protect, create_dir=destination,
+                 make_parents=job.create_folders) as stage:
         with SourceReader(set(job.hasher.ranges)) as reader:
-            for final, shard in zip(finals, shards, strict=False):
-                tmp = stage.temp(final)
-                staged.append((tmp, *single.write_file(tmp, shard, job.metadata(), reader,
-                                                      job.meter)))
-        for tmp, written, _ in staged:
-            single.sync_and_verify(stage, tmp, written, job)
-        for tmp, _, patch_at in staged:
-            single.finish(stage, tmp, patch_at, job)
+            staged = [single.write_file(stage.temp(final), shard, job.metadata(), reader,
+                                        job.meter)
+                      for final, shard in zip(finals, shards, strict=False)]
+        single.verify_and_finish(stage, staged, job)
         metadata = job.metadata(job.hasher.digest())
         weight_map = {item.name: name for name, shard in zip(names, shards, strict=True)
                       for item in shard}

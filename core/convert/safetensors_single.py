@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from core.convert.atomic import Staging
 from core.convert.job import Job
 from core.convert.stream import Meter, SourceReader, write_all
 from core.convert.transforms import Item
-from core.convert.verify import Written, verify_metadata, verify_safetensors
+from core.convert.verify import Written, compare, read_back, verify_header
 from core.dtypes import TO_SAFETENSORS, itemsize
 from core.errors import CheckpointError
 from core.formats.safetensors import MAX_HEADER
@@ -33,13 +33,12 @@ def default_name(stem: str) -> str:
 
 
 def write(job: Job, destination: Path) -> list[Path]:
-    items = ordered(job.plan.items)
-    with Staging([destination], overwrite=job.overwrite, protect=job.protect) as stage:
-        tmp = stage.temp(destination)
+    with Staging([destination], overwrite=job.overwrite, protect=job.protect,
+                 make_parents=job.create_folders) as stage:
         with SourceReader(set(job.hasher.ranges)) as reader:
-            written, patch_at = write_file(tmp, items, job.metadata(), reader, job.meter)
-        sync_and_verify(stage, tmp, written, job)
-        finish(stage, tmp, patch_at, job)
+            staged = write_file(stage.temp(destination), ordered(job.plan.items), job.metadata(),
+                                reader, job.meter)
+        verify_and_finish(stage, [staged], job)
     return [destination]
 
 
@@ -67,9 +66,18 @@ def header_bytes(items: list[Item], metadata: dict[str, str]) -> bytes:
     return raw
 
 
+@dataclass
+class Staged:
+    """A temp file whose tensors are written; its header still holds the sha256 placeholder."""
+
+    path: Path
+    written: list[Written]
+    patch_at: int  # where the placeholder sits (-1: none)
+
+
 def write_file(path: Path, items: list[Item], metadata: dict[str, str], reader: SourceReader,
-               meter: Meter) -> tuple[list[Written], int]:
-    """Stream `items` into `path`; returns what was written and where the placeholder sits."""
+               meter: Meter) -> Staged:
+    """Stream `items` into the empty temp file `path`."""
     head = header_bytes(items, metadata)
     written = []
     with open(path, "r+b", buffering=0) as f:  # the empty temp file; no O_TRUNC: on ext4 a
@@ -77,38 +85,32 @@ def write_file(path: Path, items: list[Item], metadata: dict[str, str], reader: 
         write_all(f, len(head).to_bytes(8, "little") + head)
         pos = 8 + len(head)
         for item in items:
-            crc = reader.write(item, f, pos, meter)
-            written.append(Written(item.name, item.dtype, item.source.shape, item.nbytes, crc))
+            digest = reader.write(item, f, pos, meter)
+            written.append(Written(item.name, item.dtype, item.source.shape, item.nbytes, digest,
+                                   pos))
             pos += item.nbytes
         if f.seek(0, os.SEEK_END) != pos:  # pragma: no cover - a reader bug, caught before saving
             raise CheckpointError("The written file came out with the wrong size.",
                                   f"{f.tell()} bytes instead of {pos}")
-    return written, _placeholder_at(head, metadata)
+    return Staged(path, written, _placeholder_at(head, metadata))
 
 
-def sync_and_verify(stage: Staging, tmp: Path, written: list[Written], job: Job) -> None:
-    """fsync in a thread while the file is read back from the page cache and checked.
+def verify_and_finish(stage: Staging, files: list[Staged], job: Job) -> None:
+    """Read every file back and check its bytes, then put the source sha256 in the headers,
+    fsync once, and have the library check each header.
 
-    The header still holds the placeholder for the source sha256 (see `finish`).
+    The bytes are read back from the page cache while the source hash may still be running;
+    a verbatim tensor's checksum comes from that same pass over the source (hashing.py).
     """
-    with ThreadPoolExecutor(1, thread_name_prefix="fsync") as pool:
-        synced = pool.submit(stage.sync, tmp)
-        try:
-            verify_safetensors(tmp, written, job.metadata(), job.meter, job.hasher.crcs)
-        finally:
-            synced.result()
-
-
-def finish(stage: Staging, tmp: Path, patch_at: int, job: Job) -> None:
-    """Put the source sha256 (hashed meanwhile) over its placeholder; sync and re-check the header.
-
-    The data was synced and verified before, while the source hash was still being computed;
-    the patch rewrites 64 header bytes, so this second fsync and check are quick.
-    """
-    digest = job.hasher.digest()
-    patch(tmp, patch_at, digest)
-    stage.sync(tmp)
-    verify_metadata(tmp, job.metadata(digest))
+    found = [read_back(f.path, f.written, job.meter) for f in files]
+    source_digests = job.hasher.checksums()
+    for staged, got in zip(files, found, strict=True):
+        compare(staged.path, staged.written, got, source_digests)
+    metadata = job.metadata(job.hasher.digest())
+    for staged in files:
+        patch(staged.path, staged.patch_at, job.hasher.digest())
+        stage.sync(staged.path)
+        verify_header(staged.path, staged.written, metadata)
 
 
 def _placeholder_at(head: bytes, metadata: dict[str, str]) -> int:

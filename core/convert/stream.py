@@ -16,14 +16,15 @@ from __future__ import annotations
 import errno
 import mmap
 import os
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from core.convert.checksums import new_checksum
 from core.convert.transforms import CASTABLE, Item
 from core.dtypes import itemsize
 from core.errors import CorruptFile
+from core.files import start_writeback
 from core.model import TensorInfo
 from core.progress import Progress, step
 
@@ -68,20 +69,26 @@ class SourceReader:
         self._files.clear()
 
     def write(self, item: Item, out: Any, pos: int, meter: Meter) -> int | None:
-        """Write `item`'s bytes into `out` at `pos`; their CRC-32, or None for verbatim items."""
+        """Write `item`'s bytes into `out` at `pos`; their checksum, or None for verbatim items.
+
+        The kernel is asked to start writing each chunk to disk at once, so the fsync at the end
+        only waits for the last few.
+        """
         text = f"writing {item.name}"
         if item.name in self.verbatim:
             self._copy(item.source, out, pos, meter, text)
             return None
-        crc = 0
+        digest = new_checksum()
         out.seek(pos)
         for part in self.chunks(item):
             write_all(out, part)
-            crc = zlib.crc32(part, crc)
+            digest.update(part)
+            start_writeback(out.fileno(), pos, len(part))
+            pos += len(part)
             meter.add(len(part), text)
         if not item.nbytes:
             meter.add(0, text)
-        return crc
+        return digest.intdigest()
 
     def _copy(self, info: TensorInfo, out: Any, pos: int, meter: Meter, text: str) -> None:
         assert info.storage is not None
@@ -93,6 +100,7 @@ class SourceReader:
                 out.seek(pos + off + done)
                 for part in self.read(path, start + off + done, n - done):
                     write_all(out, part)
+            start_writeback(out.fileno(), pos + off, n)
             meter.add(n, text)
 
     def _kernel_copy(self, src: IO[bytes], out: Any, n: int, src_at: int, out_at: int) -> int:
@@ -246,6 +254,7 @@ _NAN_RULES: dict[tuple[str, str], tuple[str, int]] = {
 _THROUGH_F32 = {("float64", "float16"), ("float64", "bfloat16"), ("float16", "bfloat16"),
                 ("bfloat16", "float16")}
 _UINT = {8: "uint64", 4: "uint32", 2: "uint16"}
+_BLOCK = 1 << 16  # elements: 256 KiB of float32, stays in the CPU cache between the steps
 
 
 def cast_bytes(data: memoryview | bytes | bytearray, src: str, dst: str) -> memoryview:
@@ -261,16 +270,40 @@ def cast_bytes(data: memoryview | bytes | bytearray, src: str, dst: str) -> memo
     values = np.frombuffer(data, dtype=_np_dtype(src))
     if src == dst:
         return memoryview(values.copy().view(np.uint8))
-    with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is the answer wanted
-        if (src, dst) in _THROUGH_F32:
-            values = values.astype(np.float32)
-        out = values.astype(_np_dtype(dst))
+    if (src, dst) == ("float32", "bfloat16"):
+        out = _f32_to_bf16(values)
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is wanted
+            if (src, dst) in _THROUGH_F32:
+                values = values.astype(np.float32)
+            out = values.astype(_np_dtype(dst))
     rule = _NAN_RULES.get((src, dst))
     if rule is not None and values.size:
         nan = np.isnan(values)  # `values` is never bfloat16 here
         if nan.any():
             _fix_nans(out, values, nan, rule)
     return memoryview(out.view(np.uint8))
+
+
+def _f32_to_bf16(values: Any) -> Any:
+    """float32 -> bfloat16 bits, rounded to nearest even, in cache-sized blocks (3x faster than
+    ml_dtypes' element loop): add 0x7FFF plus the lowest kept bit, keep the top 16 bits. NaNs
+    come out wrong here and are set by the caller (`_NAN_RULES`)."""
+    import numpy as np
+
+    bits = values.view(np.uint32)
+    out = np.empty(bits.size, dtype=np.uint16)
+    block = np.empty(min(bits.size, _BLOCK), dtype=np.uint32)
+    for at in range(0, bits.size, _BLOCK):
+        part = bits[at:at + _BLOCK]
+        tmp = block[:part.size]
+        np.right_shift(part, 16, out=tmp)
+        np.bitwise_and(tmp, 1, out=tmp)
+        tmp += 0x7FFF
+        tmp += part  # wraps only for NaNs, which are replaced
+        tmp >>= 16
+        out[at:at + part.size] = tmp
+    return out
 
 
 def _fix_nans(out: Any, values: Any, nan: Any, rule: tuple[str, int]) -> None:

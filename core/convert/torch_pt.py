@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from core.convert.atomic import Staging
+from core.convert.checksums import checksum
 from core.convert.job import Job
 from core.convert.stream import byte_start, is_raw_contiguous, tensor_bytes, torch_dtype
 from core.convert.transforms import Item
-from core.convert.verify import Written, checksum, verify_torch
+from core.convert.verify import Written, verify_torch
 from core.errors import Cancelled, CheckpointError
 from core.progress import Progress
 
@@ -32,7 +33,8 @@ def default_name(stem: str) -> str:
 
 
 def write(job: Job, destination: Path) -> list[Path]:
-    with Staging([destination], overwrite=job.overwrite, protect=job.protect) as stage:
+    with Staging([destination], overwrite=job.overwrite, protect=job.protect,
+                 make_parents=job.create_folders) as stage:
         tmp = stage.temp(destination)
         maps: dict[Path, mmap.mmap] = {}
         state, written = build_state(job, maps)

@@ -75,6 +75,7 @@ class Plan:
     renamed: dict[str, str] = field(default_factory=dict)  # source name -> output name
     dtype_changes: dict[str, list[str]] = field(default_factory=dict)  # name -> [from, to]
     sections: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # rules that changed nothing, said plainly
 
     @property
     def nbytes(self) -> int:
@@ -94,7 +95,9 @@ def build_plan(checkpoint: Checkpoint, options: ConvertOptions) -> Plan:
             plan.dropped.append(name)
         else:
             kept[name] = info
-    renamed = _rename_all(list(kept), options)
+    renamed, plan.notes = _rename_all(list(kept), options)
+    plan.notes += [f"The drop rule '{g}' matched no tensor name; nothing was left out by it."
+                   for g in options.drop if not any(fnmatch.fnmatchcase(n, g) for n in tensors)]
     plan.renamed = {old: new for old, new in renamed.items() if old != new}
     target = _target_dtype(options.dtype)
     groups: dict[tuple[Any, ...], str] = {}
@@ -130,8 +133,9 @@ def _selected(checkpoint: Checkpoint, options: ConvertOptions, plan: Plan) -> di
     plan.dropped_sections = {s.name: len(s.tensors) for s in checkpoint.sections.values()
                              if s.tensors and s.name not in plan.sections}
     out: dict[str, TensorInfo] = {}
-    for sec in sections:
-        prefix = f"{sec.source_path}." if options.keep_training and sec.source_path else ""
+    weights = options.section or checkpoint.weights
+    for sec in sections:  # the weights keep their names; other sections go under their file key
+        prefix = f"{sec.source_path or sec.name}." if options.keep_training and sec.name != weights else ""
         for name, info in sec.tensors.items():
             if info.storage is None:
                 raise CheckpointError(f"The tensor '{name}' has no stored data (a meta tensor), "
@@ -161,18 +165,22 @@ def _filtered_out(name: str, options: ConvertOptions) -> bool:
     return any(fnmatch.fnmatchcase(name, g) for g in options.drop)
 
 
-def _rename_all(names: list[str], options: ConvertOptions) -> dict[str, str]:
+def _rename_all(names: list[str], options: ConvertOptions) -> tuple[dict[str, str], list[str]]:
+    """{old name: new name}, and a note for each prefix or rule that changed no name."""
     rules = [_parse_rule(r) for r in options.rename]
     out: dict[str, str] = {}
     seen: dict[str, str] = {}
+    used: set[str] = set()
     for old in names:
         new = old
         for prefix in options.strip_prefix:
             if prefix and new.startswith(prefix):
                 new = new[len(prefix):]
+                used.add(prefix)
         new = options.add_prefix + new
-        for pattern, replacement in rules:
-            new = _apply(pattern, replacement, new)
+        for (pattern, replacement), rule in zip(rules, options.rename, strict=True):
+            before, new = new, _apply(pattern, replacement, new)
+            used |= {rule} if new != before else set()
         if not new:
             raise CheckpointError(f"Renaming '{old}' leaves an empty name; change the rename rules.")
         if new in seen:
@@ -180,7 +188,15 @@ def _rename_all(names: list[str], options: ConvertOptions) -> dict[str, str]:
                                   f"(from '{seen[new]}' and '{old}'); change the rename rules.")
         seen[new] = old
         out[old] = new
-    return out
+    return out, _unused_notes(names, options, used)
+
+
+def _unused_notes(names: list[str], options: ConvertOptions, used: set[str]) -> list[str]:
+    example = f" (names start like '{names[0]}')" if names else ""
+    notes = [f"The prefix '{p}' to strip starts no tensor name{example}; no name was changed "
+             "by it." for p in dict.fromkeys(options.strip_prefix) if p and p not in used]
+    return notes + [f"The rename rule '{r}' changed no tensor name." for r in options.rename
+                    if r not in used]
 
 
 def _parse_rule(rule: str) -> tuple[re.Pattern[str], str]:

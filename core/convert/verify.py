@@ -1,28 +1,26 @@
 """Re-open a written file with the real library and compare every tensor to what was streamed.
 
-The per-tensor checksum is CRC-32 (zlib): computed over the bytes as they are written (for tensors
-the kernel copies verbatim, over the source bytes by the source hasher's pass, see hashing.py),
-and again over the bytes read back. It catches torn/misplaced writes and our own bugs at 1.5-3
-GB/s, where sha256 would double the time of a conversion (the source file as a whole is
-identified by its sha256 in the metadata). safetensors output is opened with
-`safetensors.safe_open` (names, shapes, dtypes, metadata; the Rust loader validates the layout)
-and its bytes are read by offset through a memory map, so verifying needs no torch; `.pt` output
-is opened with `torch.load(weights_only=True, mmap=True)`.
+The per-tensor checksum (checksums.py) is computed over the bytes as they are written (for
+tensors the kernel copies verbatim, over the source bytes by the source hasher's pass, see
+hashing.py), and again over the bytes read back from the written file.
+
+safetensors output is checked in two steps: `read_back` checksums every tensor's bytes through
+a memory map at the offsets the header gives them (while the source hash may still be running),
+then, once the header is final, `verify_header` opens the file with `safetensors.safe_open`
+(names, shapes, dtypes, metadata; the Rust loader validates the layout) and checks that every
+tensor's offsets are the ones whose bytes were read back. Verifying needs no torch. `.pt`
+output is opened with `torch.load(weights_only=True, mmap=True)`.
 """
 
 from __future__ import annotations
 
-import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from core.convert.checksums import checksum, new_checksum
 from core.convert.stream import Meter, mapped, tensor_bytes
 from core.dtypes import SAFETENSORS
 from core.errors import CheckpointError
-
-METHOD = "crc32"
 
 
 @dataclass(frozen=True)
@@ -33,11 +31,8 @@ class Written:
     dtype: str
     shape: tuple[int, ...]
     nbytes: int
-    crc: int | None  # None: copied verbatim; the source hasher has its checksum
-
-
-def checksum(data: Any, crc: int = 0) -> int:
-    return zlib.crc32(data, crc)
+    digest: int | None  # None: copied verbatim; the source hasher has its checksum
+    offset: int = 0  # where its bytes start in the written file (safetensors)
 
 
 def mismatch(path: Path, what: str) -> CheckpointError:
@@ -45,13 +40,32 @@ def mismatch(path: Path, what: str) -> CheckpointError:
                            f"{path}")
 
 
-def verify_safetensors(path: Path, expected: list[Written], metadata: dict[str, str],
-                       meter: Meter, source_crcs: Callable[[], dict[str, int]] = dict) -> None:
-    """Library check of names/shapes/dtypes/metadata, then every tensor's bytes by checksum.
+def read_back(path: Path, expected: list[Written], meter: Meter) -> dict[str, int]:
+    """The checksum of every tensor's bytes as they are in the file now (page cache)."""
+    found = {}
+    for w in expected:
+        digest = new_checksum()
+        for part in mapped(path, w.offset, w.nbytes):
+            digest.update(part)
+            meter.add(len(part), f"verifying {w.name}")
+        if not w.nbytes:
+            meter.add(0, f"verifying {w.name}")
+        found[w.name] = digest.intdigest()
+    return found
 
-    `source_crcs` gives the checksums of the tensors written with `crc=None` (it may wait for
-    the source hasher, so it is called after the output was read back).
-    """
+
+def compare(path: Path, expected: list[Written], found: dict[str, int],
+            source_digests: dict[str, int]) -> None:
+    """Every tensor's bytes read back equal what was written (verbatim ones: the source's)."""
+    for w in expected:
+        want = w.digest if w.digest is not None else source_digests.get(w.name)
+        if found.get(w.name) != want:
+            raise mismatch(path, f"the bytes of tensor '{w.name}' differ from the source")
+
+
+def verify_header(path: Path, expected: list[Written], metadata: dict[str, str]) -> None:
+    """The library opens the file and finds exactly these tensors, shapes, dtypes and metadata,
+    and the header places every tensor at the offsets `read_back` checked."""
     from safetensors import safe_open
 
     from core.formats.safetensors import read_header
@@ -72,34 +86,10 @@ def verify_safetensors(path: Path, expected: list[Written], metadata: dict[str, 
         if shape != want[name].shape or SAFETENSORS.get(code) != want[name].dtype:
             raise mismatch(path, f"tensor '{name}' has the wrong shape or type")
     tensors, _ = read_header(path)
-    found = {}
     for w in expected:
         storage = tensors[w.name].storage
-        if storage is None or storage.nbytes != w.nbytes:
-            raise mismatch(path, f"tensor '{w.name}' has the wrong size")
-        found[w.name] = 0
-        for part in mapped(path, storage.offset, storage.nbytes):
-            found[w.name] = checksum(part, found[w.name])
-            meter.add(len(part), f"verifying {w.name}")
-        if not storage.nbytes:
-            meter.add(0, f"verifying {w.name}")
-    deferred = source_crcs() if any(w.crc is None for w in expected) else {}
-    for w in expected:
-        if found[w.name] != (w.crc if w.crc is not None else deferred.get(w.name)):
-            raise mismatch(path, f"the bytes of tensor '{w.name}' differ from the source")
-
-
-def verify_metadata(path: Path, metadata: dict[str, str]) -> None:
-    """After the header was patched: the library still opens the file and reads `metadata`."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            found = f.metadata() or {}
-    except Exception as exc:  # SafetensorError: the library refused our file
-        raise mismatch(path, "the safetensors library cannot open it") from exc
-    if found != metadata:
-        raise mismatch(path, "its metadata differs from what was written")
+        if storage is None or (storage.offset, storage.nbytes) != (w.offset, w.nbytes):
+            raise mismatch(path, f"tensor '{w.name}' is not where it was written")
 
 
 def verify_torch(path: Path, expected: list[Written], aliases: dict[str, str],
@@ -116,7 +106,7 @@ def verify_torch(path: Path, expected: list[Written], aliases: dict[str, str],
         tensor = loaded[w.name]
         if str(tensor.dtype).removeprefix("torch.") != w.dtype or tuple(tensor.shape) != w.shape:
             raise mismatch(path, f"tensor '{w.name}' has the wrong shape or type")
-        if checksum(tensor_bytes(tensor)) != w.crc:
+        if checksum(tensor_bytes(tensor)) != w.digest:
             raise mismatch(path, f"the bytes of tensor '{w.name}' differ from the source")
         meter.add(w.nbytes, f"verifying {w.name}")
     for alias, target in aliases.items():

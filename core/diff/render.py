@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -9,12 +11,14 @@ from rich.table import Table
 from core.diff.remap import RemapSuggestion
 from core.diff.structure import DTYPE, ONLY_A, ONLY_B, SAME, SHAPE, DiffResult, KeyDiff, SectionDiff
 from core.diff.values import CLOSE, DIFFERENT, IDENTICAL, SKIPPED
-from core.report import shape_text
+from core.report import shape_text, terminal_console
 
 LABELS = {ONLY_A: "only in A", ONLY_B: "only in B", SHAPE: "shape differs", DTYPE: "dtype differs",
           SAME: "same"}
 MODEL_LABELS = {ONLY_A: "unexpected", ONLY_B: "missing", SHAPE: "size mismatch",
                 DTYPE: "dtype (cast on load)", SAME: "same"}
+VALUE_LABELS = {DIFFERENT: "different", CLOSE: "close", IDENTICAL: "identical",
+                SKIPPED: "not compared"}
 STYLES = {ONLY_A: "red", ONLY_B: "magenta", SHAPE: "bold red", DTYPE: "yellow", SAME: "dim",
           DIFFERENT: "red", CLOSE: "yellow", IDENTICAL: "green", SKIPPED: "dim"}
 
@@ -22,7 +26,7 @@ STYLES = {ONLY_A: "red", ONLY_B: "magenta", SHAPE: "bold red", DTYPE: "yellow", 
 def print_diff(result: DiffResult, console: Console | None = None, limit: int = 50,
                all_keys: bool = False) -> None:
     """The sections' tables (`limit` rows per group, 0 = all), the suggestions, the summary line."""
-    console = console or Console()
+    console = console or terminal_console()
     b_what = "model" if result.against_model else f"({result.format_b})"
     console.print(f"[bold]A[/bold] {escape(result.path_a)} ({result.format_a})\n"
                   f"[bold]B[/bold] {escape(result.path_b)} {b_what}")
@@ -49,8 +53,8 @@ def _groups(section: SectionDiff, all_keys: bool) -> list[tuple[str, list[KeyDif
 def _print_section(result: DiffResult, section: SectionDiff, console: Console, limit: int,
                    all_keys: bool) -> None:
     labels = MODEL_LABELS if result.against_model else LABELS
-    title = f"A '{section.section_a}' vs B '{section.section_b}': " + ", ".join(
-        f"{n} {labels[s]}" for s, n in section.counts().items() if n)
+    title = f"A '{section.section_a}' vs B '{section.section_b}': " + _counts_text(
+        section, labels, result.values_compared)
     groups = _groups(section, all_keys)
     if not groups:
         console.print(f"[bold]{escape(title)}[/bold]")
@@ -74,6 +78,17 @@ def _print_section(result: DiffResult, section: SectionDiff, console: Console, l
     console.print(table)
 
 
+def _counts_text(section: SectionDiff, labels: dict[str, str], values: bool) -> str:
+    """The title's counts; with values, 'same' keys are counted by what their values did, so the
+    title agrees with the rows below it."""
+    counts = section.counts()
+    parts = [f"{n} {labels[s]}" for s, n in counts.items() if n and not (values and s == SAME)]
+    if values and counts[SAME]:
+        found = section.value_counts()
+        parts += [f"{found[s]} {VALUE_LABELS[s]}" for s in VALUE_LABELS if found[s]]
+    return ", ".join(parts)
+
+
 def _row(key: KeyDiff, label: str, values: bool) -> list[str]:
     name = escape(key.name if not key.name_a else f"{key.name_a} -> {key.name}")
     a = f"{shape_text(key.shape_a)} {key.dtype_a}" if key.shape_a is not None else ""
@@ -85,7 +100,8 @@ def _row(key: KeyDiff, label: str, values: bool) -> list[str]:
         if v is None or v.status == SKIPPED:
             cells += [escape(v.note) if v else "", "", "", ""]
         else:
-            cells += [f"{v.max_abs:.3g}", f"{v.mean_abs:.3g}", f"{v.rel_l2:.3g}", f"{v.cosine:.6f}"]
+            cosine = "undefined" if math.isnan(v.cosine) else f"{v.cosine:.6f}"  # a side all zero
+            cells += [f"{v.max_abs:.3g}", f"{v.mean_abs:.3g}", f"{v.rel_l2:.3g}", cosine]
     return cells
 
 

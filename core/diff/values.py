@@ -1,7 +1,8 @@
 """Value diff of two tensors, streamed in chunks so memory stays bounded (imports torch lazily).
 
 Metrics (B is the reference): max |a-b|, mean |a-b|, relative L2 = ||a-b|| / ||b||, cosine similarity,
-bit-identical (same dtype and the same bytes). Tensors of different dtypes are compared after upcasting
+relative change = ||b-a|| / ||a|| (how far B moved from A, e.g. a fine-tune), bit-identical (same
+dtype and the same bytes). Tensors of different dtypes are compared after upcasting
 (float32, or float64 when either side is float64 or not floating). `close` follows torch.isclose:
 |a-b| <= atol + rtol*|b| everywhere; NaN matches NaN and inf matches the same inf, any other
 non-finite disagreement makes the tensor `different`. Default tolerances are torch.testing's for the
@@ -45,12 +46,13 @@ class ValueDiff:
     atol: float = 0.0
     rtol: float = 0.0
     note: str = ""
+    rel_change: float = 0.0  # ||b-a|| / ||a||; inf when A is all zeros and B is not
 
     def to_dict(self) -> dict[str, Any]:
         return {"status": self.status, "max_abs": self.max_abs, "mean_abs": self.mean_abs,
                 "rel_l2": self.rel_l2, "cosine": self.cosine, "bit_identical": self.bit_identical,
                 "nonfinite_mismatch": self.nonfinite_mismatch, "atol": self.atol, "rtol": self.rtol,
-                "note": self.note}
+                "note": self.note, "rel_change": self.rel_change}
 
 
 def tolerances(dtype_a: str, dtype_b: str, atol: float | None = None,
@@ -177,17 +179,19 @@ def _finish(acc: _Acc, same_dtype: bool, atol: float, rtol: float) -> ValueDiff:
     if acc.ss_a == 0 and acc.ss_b == 0:
         cosine = 1.0
     elif acc.ss_a == 0 or acc.ss_b == 0:
-        cosine = 0.0
+        cosine = math.nan  # undefined: one side is all zeros
     else:
         dot = (acc.ss_a + acc.ss_b - acc.ss_d) / 2
         cosine = max(-1.0, min(1.0, dot / math.sqrt(acc.ss_a * acc.ss_b)))
-    rel = 0.0 if acc.ss_d == 0 else math.inf
+    rel = change = 0.0 if acc.ss_d == 0 else math.inf
     if acc.ss_b > 0:
         rel = math.sqrt(acc.ss_d) / math.sqrt(acc.ss_b)
+    if acc.ss_a > 0:
+        change = math.sqrt(acc.ss_d) / math.sqrt(acc.ss_a)
     close = acc.close and acc.nonfinite == 0
     status = IDENTICAL if identical else CLOSE if close else DIFFERENT
     return ValueDiff(status, acc.max_abs, acc.sum_abs / acc.n if acc.n else 0.0, rel, cosine,
-                     identical, acc.nonfinite, atol, rtol)
+                     identical, acc.nonfinite, atol, rtol, rel_change=change)
 
 
 def stream(info: TensorInfo, chunk: int | None = None, scratch: Scratch | None = None,

@@ -110,8 +110,9 @@ def _eager(model: Any, job: Job) -> list[Any]:
     try:
         outputs = run_eager(model, job.args)
     except Exception as exc:
+        cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300].rstrip(".")
         raise failure("The model could not run on example inputs made from the input spec "
-                      f"({format_specs(job.specs)}); check the spec.", exc) from None
+                      f"({format_specs(job.specs)}): {cause}. Check the spec.", exc) from None
     if not outputs or not all(hasattr(t, "shape") for t in outputs):
         raise ExportError("The model's output is not a tensor or a tuple/list/dict of tensors, "
                           "which the export targets need.")

@@ -58,6 +58,7 @@ class ExportResult:
     warnings: list[str] = field(default_factory=list)
     fallback_reason: str | None = None  # why the dynamo ONNX exporter was not used
     max_abs_diff: float | None = None  # vs `reference` on the example input, after loading back
+    checked_shapes: list[dict[str, Any]] = field(default_factory=list)  # {"inputs", "max_abs_diff"}
     reference: str = "eager"  # "eager" | "eager-int8" (torch-quantized) | "eager-float"
     quantized: str | None = None  # "dynamic-int8" for quantized artefacts
     quantization_error: float | None = None  # int8 artefacts: max abs diff vs the float model
@@ -166,7 +167,7 @@ def frozen_warning(job: Job, model: Any, run: Any, what: str) -> list[str]:
     """Run `run(inputs)` at another shape and compare with `model`: a trace records one path through
     Python control flow, so a mismatch there means it froze something that depends on the input."""
     inputs = job.second_inputs()
-    shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in inputs.items())
+    shapes = shapes_label(inputs)
     try:
         expected = run_eager(model, tuple(inputs.values()))
     except Exception:
@@ -181,6 +182,26 @@ def frozen_warning(job: Job, model: Any, run: Any, what: str) -> list[str]:
         return [f"The {what} differs from the model at another input shape ({shapes}) by "
                 f"{diff:.3g}: tracing froze control flow that depends on the input."]
     return []
+
+
+def shapes_label(inputs: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {list(v.shape)}" for k, v in inputs.items())
+
+
+def verify_other_shape(job: Job, run: Any, what: str) -> dict[str, Any] | None:
+    """Check the artefact at a second shape (other_point) where the model takes it: an export that
+    claims dynamic dims must give the model's results there too, or it is not saved."""
+    inputs = job.second_inputs()
+    try:
+        expected = run_eager(job.model, tuple(inputs.values()))
+    except Exception:
+        return None  # the model itself does not take this shape; nothing to compare
+    try:
+        diff = check_close(job, expected, run(inputs), what)
+    except ExportError as exc:
+        raise ExportError(f"At a second input shape ({shapes_label(inputs)}): {exc.message}",
+                          exc.details) from None
+    return {"inputs": shapes_label(inputs), "max_abs_diff": diff}
 
 
 def dynamic_dims_of(specs: list[InputSpec]) -> dict[str, dict[int, dict[str, Any]]]:

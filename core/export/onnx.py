@@ -20,7 +20,9 @@ from core.export.common import (
     failure,
     frozen_warning,
     quiet,
+    shapes_label,
     staged,
+    verify_other_shape,
 )
 from core.export.pt2 import exported_program
 from core.inputs import to_dynamic_axes
@@ -50,10 +52,16 @@ def export(job: Job) -> ExportResult:
         session = open_session(path)
         got = run_session(session, job.inputs)
         result.max_abs_diff = check_close(job, job.expected, got, "ONNX model")
+        result.checked_shapes.append({"inputs": shapes_label(job.inputs),
+                                      "max_abs_diff": result.max_abs_diff})
         job.onnx_path = path
         if result.exporter == "legacy":
             result.warnings += frozen_warning(job, job.model, lambda i: run_session(session, i),
                                               "ONNX model")
+        elif job.specs and any(d.is_dynamic for s in job.specs for d in s.dims):
+            second = verify_other_shape(job, lambda i: run_session(session, i), "ONNX model")
+            if second is not None:
+                result.checked_shapes.append(second)
     result.files, result.size = artefact_files(job, [final, final + ".data"])
     result.path = result.files[0]
     result.seconds = time.perf_counter() - start

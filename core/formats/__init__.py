@@ -12,6 +12,8 @@ from types import ModuleType
 
 from core.errors import CheckpointError, CorruptFile, UnsupportedFormat
 from core.formats import (
+    folder,
+    gguf,
     onnx,
     pt2,
     safetensors,
@@ -20,23 +22,28 @@ from core.formats import (
     torch_zip,
     torchscript,
 )
-from core.model import Checkpoint
+from core.model import Checkpoint, Finding
 
 READERS: list[ModuleType] = [
-    safetensors, safetensors_index, pt2, torchscript, torch_zip, torch_legacy, onnx,
+    safetensors, safetensors_index, pt2, torchscript, torch_zip, torch_legacy, gguf, onnx,
 ]
 
 HEAD_BYTES = 4096
+NO_TENSORS = "no-tensors"  # Finding.kind for a file that opened but holds no tensors
 
 
 def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
-    """Open any supported file and return its metadata; reads no tensor data, runs no code."""
+    """Open any supported file, or a model folder (the weights inside it, see `folder`), and return
+    its metadata; reads no tensor data, runs no code."""
     path = Path(path)
+    if path.is_dir():
+        weights = folder.weights_in(path)
+        return folder.attach_config(open_checkpoint(weights), path)
     head = _read_head(path)
     for reader in READERS:
         if reader.sniff(path, head):
             try:
-                return reader.open(path)
+                return _say_when_empty(reader.open(path))
             except CheckpointError:
                 raise
             except (RecursionError, MemoryError) as exc:
@@ -48,14 +55,22 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     raise UnsupportedFormat(_describe_unknown(path, head))
 
 
+def _say_when_empty(checkpoint: Checkpoint) -> Checkpoint:
+    """A file that yields no tensors gets a finding saying so, so it never looks like success."""
+    if checkpoint.all_tensors() or any(f.kind == NO_TENSORS for f in checkpoint.findings):
+        return checkpoint
+    values = [key for section in checkpoint.sections.values() for key in section.values]
+    why = (f"it holds only plain values ({', '.join(values[:5])}{', ...' if len(values) > 5 else ''})"
+           if values else "it lists none")
+    checkpoint.findings.append(Finding(
+        kind=NO_TENSORS, name=checkpoint.path.name, severity="unknown", blocks_weights_only=False,
+        message=f"This {checkpoint.format} file holds no tensors: {why}."))
+    return checkpoint
+
+
 def _read_head(path: Path) -> bytes:
     if not path.exists():
         raise CheckpointError(f"The file '{path}' does not exist.")
-    if path.is_dir():
-        raise CheckpointError(
-            f"'{path}' is a folder, not a file. Open a checkpoint file inside it "
-            "(for a sharded model, open its model.safetensors.index.json)."
-        )
     try:
         with open(path, "rb") as f:
             head = f.read(HEAD_BYTES)
@@ -73,7 +88,6 @@ def _describe_unknown(path: Path, head: bytes) -> str:
         (b"\xff\xd8\xff", "a JPEG image"),
         (b"%PDF", "a PDF document"),
         (b"\x1f\x8b", "a gzip-compressed file (decompress it first)"),
-        (b"GGUF", "a GGUF model (llama.cpp), which this app does not read"),
         (b"\x89HDF", "an HDF5 file (e.g. Keras), which this app does not read"),
     ]
     for magic, what in kinds:

@@ -1,38 +1,34 @@
-"""Reader for ONNX models: lists the initializers without loading their data (no onnx import).
+"""Reader for ONNX models: lists every weight without loading its data (no onnx import).
 
 The file is memory-mapped and walked with a protobuf wire scanner: ModelProto -> graph (7) ->
-initializer (5). Each initializer's bytes stay where they are: in raw_data, in an external data
-file, or in a typed field decoded on demand (see `onnx_tensor`).
+initializers, sparse initializers, Constant nodes, and the subgraphs of any node (see
+`onnx_graph`). Each tensor's bytes stay where they are: in raw_data, in an external data file, or
+in a field decoded on demand (see `onnx_tensor`, `onnx_values`). Constants with fewer than
+SMALL_CONSTANT elements that are scalars or integers (shapes, axes, epsilons) go to their own
+section, "constants", so they do not drown the weights.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from math import prod
 from pathlib import Path
-from typing import Any
 
+from core.dtypes import is_floating
 from core.errors import CorruptFile
+from core.formats import onnx_values
 from core.formats import protobuf_wire as pw
 from core.formats.onnx_external import ExternalData
-from core.formats.onnx_tensor import (
-    EXTERNAL,
-    ONNX_DTYPES,
-    ONNX_TYPE_NAMES,
-    TYPED_ENCODING,
-    TensorRecord,
-    decode_typed,
-    expected_nbytes,
-    mapped,
-    parse_tensor,
-    typed_count,
-)
+from core.formats.onnx_graph import GraphScan, scan_graph, sub_fields
+from core.formats.onnx_tensor import TYPED_ENCODING, decode_typed, mapped
 from core.formats.safetensors import make_sections
-from core.model import Checkpoint, Finding, Storage, TensorInfo
+from core.model import BUFFER, Checkpoint, Finding, Section, TensorInfo
 from core.tensor_io import DECODERS
 
 FORMAT = "onnx"
+CONSTANTS = "constants"
+SMALL_CONSTANT = 64  # elements
 DECODERS[TYPED_ENCODING] = decode_typed
+DECODERS[onnx_values.ATTRIBUTE_ENCODING] = onnx_values.decode_attribute
+DECODERS[onnx_values.SPARSE_ENCODING] = onnx_values.decode_sparse
 
 # ModelProto field number -> wire type; anything else at the top level is not an ONNX model
 _MODEL_FIELDS = {1: pw.VARINT, 2: pw.LEN, 3: pw.LEN, 4: pw.LEN, 5: pw.VARINT, 6: pw.LEN,
@@ -69,37 +65,42 @@ def _has_graph(buf: pw.Buffer) -> bool:
     return False
 
 
-@dataclass
-class _Scan:
-    metadata: dict[str, Any] = field(default_factory=dict)
-    tensors: list[TensorRecord] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, why)
-    inputs: list[str] = field(default_factory=list)
-    outputs: list[str] = field(default_factory=list)
-
-
 def open(path: Path) -> Checkpoint:
     path = Path(path)
     external = ExternalData(path)
-    findings: list[Finding] = []
     try:
         with mapped(path) as buf:
-            scan = _Scan()
+            scan = GraphScan()
             _scan_model(buf, scan)
-            tensors = _tensor_infos(path, buf, scan, external)
+            weights, constants = _tensor_infos(path, buf, scan, external)
     except pw.WireError as exc:
         raise CorruptFile("This ONNX file is damaged: its contents end early or are scrambled.",
                           str(exc)) from None
-    findings += [Finding(kind="structure", name=name, severity="info", message=why,
-                         blocks_weights_only=False) for name, why in scan.skipped]
+    findings = [Finding(kind="structure", name=name, severity="info", message=why,
+                        blocks_weights_only=False) for name, why in scan.skipped]
     findings += external.findings()
-    sections, weights = make_sections(tensors)
-    return Checkpoint(path=path, format=FORMAT, sections=sections, weights=weights,
-                      metadata=scan.metadata, findings=findings)
+    sections, weights_name = make_sections(weights) if weights else ({}, None)
+    if constants:
+        sections[CONSTANTS] = Section(CONSTANTS, tensors=constants)
+    if not weights and not constants:
+        findings.append(_no_weights(scan))
+    return Checkpoint(path=path, format=FORMAT, sections=sections, weights=weights_name,
+                      metadata=scan.meta, findings=findings)
 
 
-def _scan_model(buf: pw.Buffer, scan: _Scan) -> None:
-    meta, graphs = scan.metadata, []
+def _no_weights(scan: GraphScan) -> Finding:
+    if scan.skipped:
+        why = (f"none of its {len(scan.skipped)} tensor(s) could be read (see the other notes), "
+               "so nothing is listed")
+    else:
+        why = (f"its graph has {scan.nodes} node(s) and no initializers, Constant nodes or "
+               "subgraph weights: the weights are not in this file")
+    return Finding(kind="no-tensors", name="graph", severity="unknown", blocks_weights_only=False,
+                   message=f"This ONNX file holds no weights: {why}.")
+
+
+def _scan_model(buf: pw.Buffer, scan: GraphScan) -> None:
+    meta, graphs = scan.meta, []
     texts = {2: "producer_name", 3: "producer_version", 4: "domain", 6: "doc_string"}
     for f in pw.iter_fields(buf, 0, len(buf)):
         if f.number == 1 and f.wire == pw.VARINT:
@@ -119,38 +120,20 @@ def _scan_model(buf: pw.Buffer, scan: _Scan) -> None:
     if not graphs:
         raise CorruptFile("This ONNX file has no graph, so it holds no model.")
     for g in graphs:  # protobuf merges repeated occurrences of a message field
-        _scan_graph(buf, g, scan)
-    names = {t.name for t in scan.tensors}
-    meta["inputs"] = [n for n in scan.inputs if n not in names]
-    meta["outputs"] = scan.outputs
-
-
-def _scan_graph(buf: pw.Buffer, graph: pw.Field, scan: _Scan) -> None:
-    if graph.wire != pw.LEN:
-        raise pw.WireError(f"the graph at byte {graph.tag_pos} is not a message")
-    for f in pw.iter_fields(buf, graph.start, graph.end):
-        if f.number == 5:
-            scan.tensors.append(parse_tensor(buf, f))
-        elif f.number == 15:
-            scan.skipped.append((_sparse_name(buf, f), "Sparse initializers are listed "
-                                 "but not read; this one was left out."))
-        elif f.number in (11, 12):
-            (scan.inputs if f.number == 11 else scan.outputs).append(_value_info_name(buf, f))
-        elif f.number == 2:
-            scan.metadata["graph_name"] = pw.text(buf, f)
-        elif f.number == 10:
-            scan.metadata["graph_doc_string"] = pw.text(buf, f)[:_MAX_DOC]
-
-
-def _sub_fields(buf: pw.Buffer, outer: pw.Field) -> list[pw.Field]:
-    if outer.wire != pw.LEN:
-        raise pw.WireError(f"field {outer.number} at byte {outer.tag_pos} is not a message")
-    return list(pw.iter_fields(buf, outer.start, outer.end))
+        scan_graph(buf, g, scan)
+    names = {f.name for f in scan.found}
+    meta["inputs"] = [i["name"] for i in scan.inputs if i["name"] not in names]
+    meta["outputs"] = [o["name"] for o in scan.outputs]
+    meta["graph_inputs"] = [i for i in scan.inputs if i["name"] not in names]
+    meta["graph_outputs"] = scan.outputs
+    meta["graph_nodes"] = scan.nodes
+    meta["constant_nodes"] = scan.constant_nodes
+    meta["subgraphs"] = scan.subgraphs
 
 
 def _opset(buf: pw.Buffer, outer: pw.Field) -> tuple[str, int]:
     domain, version = "", 0
-    for f in _sub_fields(buf, outer):
+    for f in sub_fields(buf, outer):
         if f.number == 1:
             domain = pw.text(buf, f)
         elif f.number == 2 and f.wire == pw.VARINT:
@@ -159,60 +142,32 @@ def _opset(buf: pw.Buffer, outer: pw.Field) -> tuple[str, int]:
 
 
 def _pair(buf: pw.Buffer, outer: pw.Field) -> tuple[str, str]:
-    found = {f.number: pw.text(buf, f) for f in _sub_fields(buf, outer) if f.number in (1, 2)}
+    found = {f.number: pw.text(buf, f) for f in sub_fields(buf, outer) if f.number in (1, 2)}
     return found.get(1, ""), found.get(2, "")
 
 
-def _value_info_name(buf: pw.Buffer, outer: pw.Field) -> str:
-    names = [pw.text(buf, f) for f in _sub_fields(buf, outer) if f.number == 1]
-    return names[-1] if names else ""
-
-
-def _sparse_name(buf: pw.Buffer, outer: pw.Field) -> str:
-    values = [f for f in _sub_fields(buf, outer) if f.number == 1]
-    return parse_tensor(buf, values[-1]).name if values else ""
-
-
-def _tensor_infos(path: Path, buf: pw.Buffer, scan: _Scan,
-                  external: ExternalData) -> dict[str, TensorInfo]:
-    tensors: dict[str, TensorInfo] = {}
-    for rec in scan.tensors:
-        if rec.name in tensors:
-            raise CorruptFile(f"This ONNX file is damaged: it has two initializers named "
-                              f"'{rec.name}'.", "duplicate initializer name")
-        dtype = ONNX_DTYPES.get(rec.data_type)
-        if dtype is None:
-            kind = ONNX_TYPE_NAMES.get(rec.data_type, f"type {rec.data_type}")
-            scan.skipped.append((rec.name, f"The initializer '{rec.name}' holds {kind} values, "
-                                 "which this app does not read; it was left out."))
+def _tensor_infos(path: Path, buf: pw.Buffer, scan: GraphScan, external: ExternalData
+                  ) -> tuple[dict[str, TensorInfo], dict[str, TensorInfo]]:
+    """(weights, small constants) by name."""
+    weights: dict[str, TensorInfo] = {}
+    constants: dict[str, TensorInfo] = {}
+    for found in scan.found:
+        if found.name in weights or found.name in constants:
+            raise CorruptFile(f"This ONNX file is damaged: it has two tensors named "
+                              f"'{found.name}'.", "duplicate tensor name")
+        try:
+            dtype, shape, storage = onnx_values.found_storage(path, buf, found, external)
+        except onnx_values.Unreadable as exc:
+            scan.skipped.append((found.name, str(exc)))
             continue
-        storage = _storage(path, buf, rec, dtype, external)
-        tensors[rec.name] = TensorInfo(name=rec.name, shape=rec.shape, dtype=dtype,
-                                       storage=storage)
-    return tensors
+        info = TensorInfo(name=found.name, shape=shape, dtype=dtype, storage=storage)
+        if found.constant and _is_small_constant(info):
+            constants[found.name] = TensorInfo(found.name, shape, dtype, storage, role=BUFFER)
+        else:
+            weights[found.name] = info
+    return weights, constants
 
 
-def _storage(path: Path, buf: pw.Buffer, rec: TensorRecord, dtype: str,
-             external: ExternalData) -> Storage:
-    shape = rec.shape
-    if any(d < 0 for d in shape):
-        raise CorruptFile(f"This ONNX file is damaged: tensor '{rec.name}' has a negative size.",
-                          f"{rec.name!r}: dims {list(shape)}")
-    nbytes = expected_nbytes(shape, dtype)
-    if rec.data_location == EXTERNAL:
-        return external.storage(rec.name, rec.external, dtype, nbytes)
-    if rec.raw is not None:
-        if rec.raw.value != nbytes:
-            raise CorruptFile(
-                f"This ONNX file is damaged: tensor '{rec.name}' holds a different number of "
-                "bytes than its shape and type need.",
-                f"{rec.name!r}: raw_data {rec.raw.value} bytes, shape {shape} x {dtype}")
-        return Storage(path=path, key=rec.name, offset=rec.raw.start, nbytes=nbytes, dtype=dtype)
-    count, per = typed_count(buf, rec), 2 if dtype.startswith("complex") else 1
-    if count != per * prod(shape):
-        raise CorruptFile(
-            f"This ONNX file is damaged: tensor '{rec.name}' holds a different number of values "
-            "than its shape needs.", f"{rec.name!r}: {count} values, shape {shape}")
-    return Storage(path=path, key=rec.name, offset=rec.tag_pos, nbytes=nbytes, dtype=dtype,
-                   encoding=TYPED_ENCODING)
-
+def _is_small_constant(info: TensorInfo) -> bool:
+    """Shapes, axes, scalars: fewer than SMALL_CONSTANT elements, integer-valued or a scalar."""
+    return info.numel < SMALL_CONSTANT and (not is_floating(info.dtype) or info.numel <= 1)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from core.dtypes import ITEMSIZE, STORAGE_CLASS, is_floating, is_quantized, storage_bytes_for
-from core.errors import CorruptFile
+from core.errors import CorruptFile, UnsupportedFormat
 from core.formats.pickle_checks import check_keys
 from core.model import (
     PER_CHANNEL_AFFINE,
@@ -109,10 +109,13 @@ def tensor_info(storage: Any, offset: Any, size: Any, stride: Any, dtype: str | 
         raise CorruptFile(_BAD_TENSOR, f"tensor storage is {type(storage).__name__}")
     dtype = dtype or storage.dtype
     shape, strides = _dims(size, "size"), _dims(stride, "stride")
-    if len(strides) != len(shape) or not _is_count(offset):
+    if len(strides) != len(shape) or not _is_count(offset) or _numel_overflows(shape):
         raise CorruptFile(_BAD_TENSOR, f"size {shape}, stride {strides}, offset {brief(offset)}")
     info = TensorInfo("", shape, dtype, storage, offset, strides,
                       requires_grad=requires_grad is True)
+    if info.nbytes >= 2**63:  # a view repeating a few values (stride 0) beyond what any file holds
+        raise CorruptFile("A tensor in the file repeats its values to more than 8 exabytes; it "
+                          "cannot be read or converted.", f"size {shape}, stride {strides}")
     if info.numel:
         last = offset + sum((d - 1) * s for d, s in zip(shape, strides, strict=True))
         needed = storage_bytes_for(dtype, last + 1)
@@ -129,7 +132,18 @@ def _dims(value: Any, what: str) -> tuple[int, ...]:
 
 
 def _is_count(value: Any) -> bool:
-    return type(value) is int and value >= 0
+    return type(value) is int and 0 <= value < 2**63  # torch holds sizes in int64
+
+
+def _numel_overflows(shape: tuple[int, ...]) -> bool:
+    """torch refuses a size whose product overflows 64 bits at any step, even if a later
+    dimension is 0 (c10::safe_multiply_u64), or ends above the int64 range."""
+    product = 1
+    for dim in shape:
+        product *= dim
+        if product >= 2**64:
+            return True
+    return product >= 2**63
 
 
 def _dtype(value: Any) -> str:
@@ -150,12 +164,44 @@ def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any) -> Tensor
 
 def _rebuild_tensor_v2(storage: Any, offset: Any, size: Any, stride: Any, requires_grad: Any,
                        hooks: Any, metadata: Any = None) -> TensorInfo:
+    _check_metadata(metadata)
     return tensor_info(storage, offset, size, stride, requires_grad=requires_grad)
 
 
 def _rebuild_tensor_v3(storage: Any, offset: Any, size: Any, stride: Any, requires_grad: Any,
                        hooks: Any, dtype: Any, metadata: Any = None) -> TensorInfo:
+    _check_metadata(metadata)
     return tensor_info(storage, offset, size, stride, _dtype(dtype), requires_grad)
+
+
+def _check_metadata(metadata: Any) -> None:
+    """torch.load applies a tensor's metadata flags: 'neg' (torch.save writes it for a x.neg()
+    view) negates every value, 'conj' conjugates, whatever value the flag has. We do not
+    reproduce them, so such a tensor is refused instead of shown with the wrong sign."""
+    if not metadata:
+        return  # torch ignores an empty one
+    if not isinstance(metadata, dict) or not all(type(k) is str and type(v) is bool
+                                                 for k, v in metadata.items()):
+        raise CorruptFile(_BAD_TENSOR, f"tensor metadata {brief(metadata)}")
+    flags = sorted({"neg", "conj"} & set(metadata))
+    if flags:
+        what = {"neg": "negated", "conj": "complex-conjugated"}
+        raise UnsupportedFormat(
+            f"A tensor in the file is stored {' and '.join(what[f] for f in flags)} (a lazy view "
+            "that torch applies when loading); this app cannot read it yet and did not open the "
+            "file, rather than show wrong values. Saving a copy (x.clone()) avoids it.",
+            f"tensor metadata {brief(metadata)}")
+
+
+def check_no_state(state: Any) -> None:
+    """torch sets every attribute of a tensor's saved state on the loaded tensor (`data`,
+    `requires_grad`, ...; torch._utils._set_obj_state). We cannot reproduce that, so only an
+    empty state is read; anything else is refused instead of shown differently."""
+    empty = not state if not isinstance(state, tuple) else len(state) == 2 and not any(state)
+    if not empty:
+        raise CorruptFile("A tensor in the file carries extra settings that torch would apply "
+                          "to it when loading; this app cannot show it exactly as torch loads it, "
+                          "so the file was not opened.", f"tensor state {brief(state)}")
 
 
 _BAD_QTENSOR = "A quantized tensor in the file is described inconsistently; the file is damaged."
@@ -229,6 +275,7 @@ def _is_int64(value: Any) -> bool:
 
 def _rebuild_parameter(data: Any, requires_grad: Any = True, hooks: Any = None,
                        state: Any = None) -> TensorInfo:
+    check_no_state(state)
     if data is None:  # Parameter() with no data is an empty float tensor
         return TensorInfo("", (0,), "float32", None, requires_grad=requires_grad is True)
     return replace(_tensor(data), requires_grad=requires_grad is True)
@@ -236,6 +283,8 @@ def _rebuild_parameter(data: Any, requires_grad: Any = True, hooks: Any = None,
 
 def _rebuild_meta(dtype: Any, size: Any, stride: Any, requires_grad: Any) -> TensorInfo:
     shape, strides = _dims(size, "size"), _dims(stride, "stride")
+    if _numel_overflows(shape):
+        raise CorruptFile(_BAD_TENSOR, f"size {shape}")
     return TensorInfo("", shape, _dtype(dtype), None, 0, strides,
                       requires_grad=requires_grad is True)
 

@@ -28,10 +28,11 @@ from core.formats.pickle_ops import (
     Ref,
     StorageType,
     brief,
+    check_no_state,
     resolve_global,
 )
 from core.model import Finding, Opaque, TensorInfo
-from core.scan import global_finding
+from core.scan import allowed_by_weights_only, built_type, global_finding, refused_marker_finding
 
 __all__ = [
     "DType", "Limits", "PickleResult", "PickledOrderedDict", "Ref", "StorageType", "load",
@@ -259,6 +260,8 @@ class _Machine:
             return Ref(qualname)
         marker = resolve_global(qualname)
         if marker is not None:
+            if not allowed_by_weights_only(qualname):  # we read it, but torch.load would refuse
+                self.add_finding(refused_marker_finding(qualname, self.where))
             return marker
         if not (self.quiet and self.quiet(qualname)):
             self.add_finding(global_finding(qualname, self.where))
@@ -273,6 +276,8 @@ class _Machine:
             raise CorruptFile(MALFORMED,
                               f"{self.where}: call arguments are not a tuple at byte {self.op_pos}")
         if isinstance(func, Opaque):
+            if (built := built_type(func.qualname, args)) is not None:
+                self.add_finding(refused_marker_finding(built, self.where))
             return Opaque(func.qualname, (*args, kwargs) if kwargs else args)
         if isinstance(func, Ref):
             if func.qualname == REBUILD_FROM_TYPE:
@@ -287,8 +292,11 @@ class _Machine:
 
     def _rebuild_from_type(self, func: Any, new_type: Any, args: Any, state: Any) -> Any:
         result = self.call(func, args)
-        if isinstance(result, TensorInfo) or isinstance(new_type, Opaque):
+        if isinstance(new_type, Opaque):
             return result  # a tensor subclass: its type was recorded as a finding, data kept
+        if isinstance(result, TensorInfo):
+            check_no_state(state)  # torch would set each attribute of it on the tensor
+            return result
         return Opaque(REBUILD_FROM_TYPE, (func, new_type, args, state))
 
     def build(self, inst: Any, state: Any) -> None:
@@ -299,7 +307,12 @@ class _Machine:
                 state = state[0]
             if isinstance(state, dict):
                 inst.attrs.update(state)
-        elif not isinstance(inst, TensorInfo):  # a tensor's/Parameter's state is not data
+        elif isinstance(inst, TensorInfo):  # torch would call set_(*state) / __setstate__
+            raise CorruptFile("A tensor in the file is changed after it is built, in a way "
+                              "torch.save does not write; this app cannot show it exactly as "
+                              "torch loads it, so the file was not opened.",
+                              f"{self.where}: BUILD on a tensor at byte {self.op_pos}")
+        else:
             raise CorruptFile(MALFORMED,
                               f"{self.where}: BUILD on {type(inst).__name__} at {self.op_pos}")
 

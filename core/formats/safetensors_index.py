@@ -1,8 +1,11 @@
-"""Reader for sharded safetensors: a `*.safetensors.index.json` with a "weight_map".
+"""Reader for sharded checkpoints: a `*.safetensors.index.json` or `pytorch_model.bin.index.json`
+with a "weight_map".
 
 The result is one Checkpoint whose "model" section holds every tensor of every shard; each
-tensor's Storage points into its own shard file. Shards must be plain file names next to the
-index (or, when the index is a link as in the Hugging Face cache, next to the file it links to).
+tensor's Storage points into its own shard file. Shards are safetensors files or torch.save state
+dicts (read through the restricted pickle interpreter), told apart by their content. Shards must
+be plain file names next to the index (or, when the index is a link as in the Hugging Face cache,
+next to the file it links to).
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from core.errors import CheckpointError, CorruptFile, UnsafeContent
-from core.formats import safetensors
+from core.formats import bin_index, safetensors
 from core.model import Checkpoint, Finding, TensorInfo
 
 FORMAT = "safetensors-sharded"
+TORCH_FORMAT = "torch-sharded"  # the same index over torch.save shards (pytorch_model-*.bin)
 MAX_INDEX_BYTES = 64 * 1024 * 1024
 
 
@@ -40,9 +44,12 @@ def open(path: Path) -> Checkpoint:
     folder_roots = _allowed_roots(path)
     tensors: dict[str, TensorInfo] = {}
     findings: list[Finding] = []
+    kinds = set()
     for shard in shard_names:
         shard_path = _shard_path(path.absolute().parent, shard, folder_roots)
-        shard_tensors, _ = safetensors.read_header(shard_path)
+        shard_tensors, shard_findings, kind = bin_index.read_shard(shard_path, shard)
+        kinds.add(kind)
+        findings += shard_findings
         _merge_shard(shard, shard_tensors, weight_map, tensors, findings)
     missing = [name for name in weight_map if name not in tensors]
     if missing:
@@ -53,7 +60,8 @@ def open(path: Path) -> Checkpoint:
     metadata = dict(index.get("metadata") or {})
     sections, weights = safetensors.make_sections(safetensors.with_aliases(tensors, metadata))
     metadata["shards"] = shard_names
-    return Checkpoint(path=path, format=FORMAT, sections=sections, weights=weights,
+    fmt = FORMAT if kinds == {bin_index.SAFETENSORS} else TORCH_FORMAT
+    return Checkpoint(path=path, format=fmt, sections=sections, weights=weights,
                       metadata=metadata, findings=findings)
 
 

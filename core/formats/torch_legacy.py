@@ -19,28 +19,39 @@ from core.dtypes import itemsize
 from core.errors import CorruptFile, UnsafeContent, UnsupportedFormat
 from core.formats import pickle_vm
 from core.formats.pickle_ops import brief
-from core.formats.pickle_vm import Limits, PickleResult, StorageType
+from core.formats.pickle_vm import PickleResult, StorageType
 from core.model import Checkpoint, Finding, Storage
 
 FORMAT = "torch-legacy"
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 PROTOCOL_VERSION = 1001
-_SNIFF_LIMITS = Limits(max_ops=64, max_line=256)
 _BAD_ID = "A tensor in the file refers to its data in a way torch does not write; it is damaged."
 
 
 def sniff(path: Path, head: bytes) -> bool:
-    """The head starts with a pickle of torch's legacy magic number."""
+    """The file starts with a pickle of torch's legacy magic number, however it is framed
+    (padding opcodes, FRAME, LONG1 or text integers: torch only compares the value)."""
     if not pickle_vm.is_pickle_start(head):
         return False
     try:
-        result = pickle_vm.load(head, where="magic number", limits=_SNIFF_LIMITS)
+        result = _first_pickle(path)
     except CorruptFile:
         return False
     if type(result.value) is int and result.value == MAGIC_NUMBER:
         return True
     _refuse_code(result.findings)  # a plain pickle: torch.load would unpickle it all the same
     return False
+
+
+def _first_pickle(path: Path) -> PickleResult:
+    """The whole first pickle (torch.load runs all of it, however far a payload sits)."""
+    with path.open("rb") as f:
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        return pickle_vm.load(memoryview(mm), where="magic number")
+    finally:
+        with contextlib.suppress(BufferError):
+            mm.close()
 
 
 def _refuse_code(findings: list[Finding]) -> None:
@@ -97,13 +108,17 @@ def _load(path: Path, data: memoryview) -> tuple[Any, list, dict]:
 
 class _Storages:
     """The Storages handed out while the main pickle is read; their offsets are filled in after,
-    once the storage key list that follows the main pickle says where each one lies."""
+    once the storage key list that follows the main pickle says where each one lies.
+
+    Like torch's `_legacy_load`, roots and views live in ONE table keyed by the file's raw key
+    (0 and "0" are different keys), so a view key may name a root and the other way round."""
 
     def __init__(self, path: Path, byteorder: str) -> None:
         self.path, self.byteorder = path, byteorder
-        self.roots: dict[str, Storage] = {}
-        self.views: dict[Any, Storage] = {}
-        self.view_starts: list[tuple[Storage, str, int]] = []  # (view, root key, byte start)
+        self.objects: dict[Any, Storage] = {}  # raw key -> root or view (torch's table)
+        self.roots: dict[Any, Storage] = {}
+        self.views: list[tuple[Storage, Storage, int]] = []  # (view, its parent, byte start)
+        self.names: dict[str, Any] = {}  # Storage.key -> the raw key it came from
         self.devices: set[str] = set()
 
     def persistent_load(self, pid: Any) -> Any:
@@ -112,19 +127,29 @@ class _Storages:
             return parsed
         key, dtype, numel, location, view = parsed
         self.devices.add(location)
-        if key not in self.roots:  # like torch, the first declaration of a key wins
-            self.roots[key] = Storage(self.path, key, -1, numel * itemsize(dtype), dtype,
-                                      self.byteorder)
-        root = self.roots[key]
-        if not view:
-            return root
-        if view[0] not in self.views:
-            size = itemsize(root.dtype)
-            start, count = _view_range(view, root.nbytes // size)
-            self.views[view[0]] = Storage(self.path, key, -1, count * size, root.dtype,
-                                          self.byteorder)
-            self.view_starts.append((self.views[view[0]], key, start * size))
-        return self.views[view[0]]
+        storage = self.objects.get(key)
+        if storage is None:  # like torch, the first declaration of a key wins
+            storage = self._new(key, str(key), numel * itemsize(dtype), dtype)
+            self.roots[key] = storage
+        elif storage.nbytes == 0:  # torch makes a new empty storage of this dtype each time
+            storage = Storage(self.path, storage.key, -1, 0, dtype, self.byteorder)
+        if view is None:
+            return storage
+        view_key = view[0]
+        if view_key not in self.objects:
+            size = itemsize(dtype)
+            start, count = _view_range(view, storage.nbytes // size)
+            self.views.append((self._new(view_key, storage.key, count * size, dtype), storage,
+                               start * size))
+        return self.objects[view_key]
+
+    def _new(self, key: Any, name: str, nbytes: int, dtype: str) -> Storage:
+        if type(self.names.setdefault(str(key), key)) is not type(key):
+            raise CorruptFile("The file names one piece of tensor data in two ways that torch "
+                              "reads as two separate copies; this app cannot show that exactly, "
+                              "so the file was not opened.", f"storage keys {key!r} and {str(key)!r}")
+        self.objects[key] = Storage(self.path, name, -1, nbytes, dtype, self.byteorder)
+        return self.objects[key]
 
     def place(self, data: memoryview, keys: PickleResult) -> None:
         offsets = _storage_offsets(data, keys, self.roots, self.byteorder)
@@ -133,8 +158,8 @@ class _Storages:
                 raise CorruptFile("A tensor's data is missing from the file; it is damaged.",
                                   f"storage {key!r} is not in the storage key list")
             _set_offset(storage, offsets[key])
-        for storage, key, start in self.view_starts:
-            _set_offset(storage, offsets[key] + start)
+        for view, parent, start in self.views:  # parents come first: they were made first
+            _set_offset(view, parent.offset + start)
 
 
 def _set_offset(storage: Storage, offset: int) -> None:
@@ -158,7 +183,7 @@ def _parse_id(pid: Any) -> Any:
     if view is not None and not (isinstance(view, tuple) and len(view) == 3):
         raise CorruptFile(_BAD_ID, f"storage view {brief(view)}")
     location = location.decode("ascii", "replace") if isinstance(location, bytes) else location
-    return str(key), storage_type.dtype, numel, location, view
+    return key, storage_type.dtype, numel, location, view
 
 
 def _view_range(view: tuple[Any, Any, Any], root_numel: int) -> tuple[int, int]:
@@ -169,8 +194,8 @@ def _view_range(view: tuple[Any, Any, Any], root_numel: int) -> tuple[int, int]:
     return offset, count
 
 
-def _storage_offsets(data: memoryview, keys: PickleResult, roots: dict[str, Storage],
-                     byteorder: str) -> dict[str, int]:
+def _storage_offsets(data: memoryview, keys: PickleResult, roots: dict[Any, Storage],
+                     byteorder: str) -> dict[Any, int]:
     """Walk the storage area as torch does: per key, an 8-byte element count, then the bytes."""
     if not isinstance(keys.value, list):
         raise CorruptFile("The file is damaged: its list of stored tensors is malformed.",
@@ -180,10 +205,10 @@ def _storage_offsets(data: memoryview, keys: PickleResult, roots: dict[str, Stor
         if type(raw_key) not in (str, int):
             raise CorruptFile("The file is damaged: its list of stored tensors is malformed.",
                               brief(raw_key))
-        key = str(raw_key)
-        if key not in roots:
+        key = raw_key  # as torch looks it up: 0 and "0" are different keys
+        if key not in roots:  # a view key here would make torch read data into the view
             raise CorruptFile("The file is damaged: it stores data for a tensor it never uses.",
-                              f"storage key {key!r} not referenced by the main pickle")
+                              f"storage key {key!r} not referenced as a storage by the main pickle")
         root = roots[key]
         if pos + 8 > len(data):
             raise _truncated(key)

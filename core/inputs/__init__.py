@@ -109,6 +109,8 @@ def _random(spec: InputSpec, shape: tuple[int, ...], gen: torch.Generator) -> to
     import torch
 
     dtype = getattr(torch, spec.dtype)
+    if spec.padded and len(shape) == 2:
+        return _padding_mask(shape, gen).to(dtype)
     if spec.dtype == "bool":
         return torch.randint(0, 2, shape, generator=gen).bool()
     if dtype.is_floating_point:
@@ -118,6 +120,17 @@ def _random(spec: InputSpec, shape: tuple[int, ...], gen: torch.Generator) -> to
         return (torch.rand(shape, generator=gen) * (hi - lo) + lo).to(dtype)
     lo, hi = spec.values or (0, 9)
     return torch.randint(int(lo), int(hi) + 1, shape, generator=gen).to(dtype)
+
+
+def _padding_mask(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    """Rows of ones then zeros: the first row full (the longest sequence), the others 1..seq long."""
+    import torch
+
+    rows, seq = shape
+    lengths = torch.randint(1, max(seq, 1) + 1, (rows,), generator=gen)
+    if rows:
+        lengths[0] = seq
+    return (torch.arange(seq).unsqueeze(0) < lengths.unsqueeze(1)).long()
 
 
 # ---------------------------------------------------------------- exporter forms

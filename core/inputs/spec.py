@@ -8,8 +8,13 @@ Text syntax (the CLI's `--input`; inputs separated by `;` or new lines):
 A dim is a number (static) or a name (dynamic) with an optional range `(min..max)` (either end may
 be left out: `(..64)`, `(2..)`) and an optional example size `=N`. A name used again shares its
 range and size (`batch` above). `in LOW..HIGH` bounds the generated values (inclusive; integer
-inputs default to 0..9, floating inputs are standard normal). Inputs are passed to `forward`
-positionally, in the order written.
+inputs default to 0..9, floating inputs are standard normal). A trailing `padded` makes the input a
+padding mask (each row ones then zeros, the first row full, every row at least one 1), as a padded
+batch of sequences has:
+
+    attention_mask: int64[batch, seq] padded
+
+Inputs are passed to `forward` positionally, in the order written.
 
 Pure data and parsing: no torch. Sizes, example tensors, exporter forms and inference from a
 model's layers are in core.inputs (which also re-exports everything public here).
@@ -69,20 +74,22 @@ class Dim:
 
 @dataclass(frozen=True)
 class InputSpec:
-    """One input of `forward`: its name, dtype (torch name) and dims; `values` bounds example data."""
+    """One input of `forward`: its name, dtype (torch name) and dims; `values` bounds example data;
+    `padded` makes example data a padding mask (see the module docstring)."""
 
     name: str
     dtype: str
     dims: tuple[Dim, ...] = field(default_factory=tuple)
     values: tuple[float, float] | None = None
+    padded: bool = False
 
     def to_text(self) -> str:
         dims = ", ".join(d.to_text() for d in self.dims)
         rng = f" in {_num(self.values[0])}..{_num(self.values[1])}" if self.values else ""
-        return f"{self.name}: {self.dtype}[{dims}]{rng}"
+        return f"{self.name}: {self.dtype}[{dims}]{rng}" + (" padded" if self.padded else "")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "values": self.values,
+        return {"name": self.name, "dtype": self.dtype, "values": self.values, "padded": self.padded,
                 "dims": [{"name": d.name, "value": d.value, "min": d.min, "max": d.max}
                          for d in self.dims]}
 
@@ -187,7 +194,12 @@ def _parse_one(p: _Parser) -> InputSpec:
         values = (lo, float(p.take("num", "the highest value")))
         if values[0] > values[1]:
             p.fail(f"the value range of '{name}' goes from {_num(lo)} down to {_num(values[1])}")
-    return InputSpec(name, dtype, tuple(dims), values)
+    padded = p.peek() == "padded"
+    if padded:
+        p.i += 1
+        if len(dims) != 2:
+            p.fail(f"a padding mask ('{name}') has two dims, [batch, sequence]")
+    return InputSpec(name, dtype, tuple(dims), values, padded)
 
 
 def _parse_dim(p: _Parser) -> Dim:

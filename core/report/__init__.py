@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from typing import Any, Protocol
+
+PIPED_WIDTH = 1000  # columns when output goes to a file or pipe: long enough that nothing wraps
 
 
 class Result(Protocol):
@@ -40,3 +43,14 @@ def human_count(n: int) -> str:
 
 def shape_text(shape: tuple[int, ...] | list[int]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def terminal_console() -> Any:
+    """A rich Console: a terminal's own width; piped output gets long lines (no name or number is
+    wrapped mid-token) unless COLUMNS says otherwise."""
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=PIPED_WIDTH, soft_wrap=True)
+    return console

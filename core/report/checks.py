@@ -70,6 +70,11 @@ def _data(result: Result | dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def report_blocks(result: Result | dict[str, Any]) -> list[Block]:
+    """The report as blocks (headings, paragraphs, lists, tables), for other renderers."""
+    return _blocks(_data(result))
+
+
 def _blocks(data: dict[str, Any]) -> list[Block]:
     return _parity_blocks(data) if data["kind"] == "parity" else _latency_blocks(data)
 
@@ -116,13 +121,15 @@ def _latency_blocks(d: dict[str, Any]) -> list[Block]:
         ("h1", "Latency"),
         ("p", f"Inputs: {s['inputs']}. Per runner and batch: one first run (reported alone), "
               f"{s['warmup']} warm-up runs, then {runs}{budget}, each timed with "
-              f"{s['clock']}. Times in ms; throughput in samples/s; peak RSS is the process's."),
+              f"{s['clock']}. Times in ms; throughput in samples/s; extra RSS: how far the "
+              "process's resident memory rose above its level just before that runner's batch "
+              "('-' where the platform cannot measure it per batch)."),
     ]
     if d["notes"]:
         blocks.append(("list", [f"Note: {n}" for n in d["notes"]]))
     headers = ["runner", "device", "threads", "load s", "batch", "first ms", "p50 ms", "p90 ms",
                "p95 ms", "p99 ms", "mean ms", "min ms", "max ms", "std ms", "runs", "samples/s",
-               "peak RSS"]
+               "extra RSS"]
     rows, errors = [], []
     for r in d["runners"]:
         info = r["runner"]
@@ -137,7 +144,7 @@ def _latency_blocks(d: dict[str, Any]) -> list[Block]:
                         + [_ms(st[k]) for k in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms",
                                                 "min_ms", "max_ms", "std_ms")]
                         + [st["runs"], f"{st['throughput']:.1f}",
-                           human_bytes(b["peak_rss_bytes"]) if b["peak_rss_bytes"] else "-"])
+                           _rss_text(b.get("extra_rss_bytes"))])
     blocks.append(("table", headers, rows))
     if errors:
         blocks += [("h2", "Errors"), ("list", errors)]
@@ -185,6 +192,10 @@ def latency_svg(sweep: dict[str, dict[str, list[Any]]], width: int = 560, height
         svg.append(f'<text x="{width - pad}" y="{pad + 14 * i}" font-size="11" fill="{color}" '
                    f'text-anchor="end">{html.escape(name)}</text>')
     return "\n".join(svg) + "\n</svg>"
+
+
+def _rss_text(value: int | None) -> str:
+    return "-" if value is None else human_bytes(value)
 
 
 def _runner_text(info: dict[str, Any]) -> str:

@@ -4,6 +4,11 @@ content (never its extension), or builds an nn.Module from an architecture sourc
 
 TorchScript and .pt2 files are code: they load only with `trust=True`. Torch and onnxruntime are
 imported inside the functions that need them.
+
+A Hugging Face folder (config.json) runs as the transformers model the export builds from it
+(core.hf.model): the task's inputs and the model's output names, its weights from the folder (or
+`checkpoint`); `kwargs` may set {"task": ..., "pooling": true}. Its `input_specs` (vocab range,
+padded attention mask) are what the parity check makes inputs from.
 """
 
 from __future__ import annotations
@@ -81,6 +86,8 @@ def _from_architecture(source: str, checkpoint: str | Path | None, kwargs: dict[
 
     from core.build import build_model
 
+    if Path(source).is_dir() and (Path(source) / "config.json").is_file():
+        return _from_hf_folder(Path(source), checkpoint, kwargs, device)
     start = time.perf_counter_ns()
     try:
         module, _ = build_model(source, checkpoint, kwargs=kwargs, trust=trust,
@@ -100,6 +107,31 @@ def _from_architecture(source: str, checkpoint: str | Path | None, kwargs: dict[
     from core.runtime.eager import EagerRunner
 
     return EagerRunner(module, f"eager ({label})", **common)
+
+
+def _from_hf_folder(folder: Path, checkpoint: str | Path | None, kwargs: dict[str, Any] | None,
+                    device: str) -> Runner:
+    import torch  # noqa: F401 - imported before the clock starts
+
+    from core.hf.model import load_hf_model
+    from core.runtime.eager import EagerRunner
+
+    options = dict(kwargs or {})
+    unknown = sorted(set(options) - {"task", "pooling"})
+    if unknown:
+        raise CheckFailed(f"A Hugging Face folder takes only 'task' and 'pooling' as --kwargs, not "
+                          f"'{unknown[0]}'.")
+    start = time.perf_counter_ns()
+    try:
+        hf = load_hf_model(folder, options.get("task"), pooling=bool(options.get("pooling")),
+                           weights=checkpoint)
+    except ExportError as error:
+        raise CheckFailed(error.message, error.details) from None
+    runner = EagerRunner(hf.module, f"eager ({hf.model_class}, {hf.task})", source=str(folder),
+                         load_seconds=(time.perf_counter_ns() - start) / 1e9, device=device,
+                         input_names=[s.name for s in hf.specs], output_names=hf.output_names)
+    runner.input_specs = hf.specs  # type: ignore[attr-defined]  # core.checks.common reads them
+    return runner
 
 
 def _set_torch_threads(threads: int | None) -> None:

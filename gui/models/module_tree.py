@@ -5,7 +5,7 @@ Nodes are small slotted objects built once; Qt asks for rows lazily (no widget p
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from math import prod
 from typing import Any
@@ -20,8 +20,8 @@ from core.model import BUFFER, TensorInfo
 from core.report import human_bytes, human_count, shape_text
 from gui.models.tensor_table import name_matcher
 
-COLUMNS = ("Name", "Parameters", "Size", "Shape", "Dtype")
-NAME, PARAMS, SIZE, SHAPE, DTYPE = range(len(COLUMNS))
+COLUMNS = ("Name", "Tensors", "Parameters", "Size", "Shape", "Dtype")
+NAME, COUNT, PARAMS, SIZE, SHAPE, DTYPE = range(len(COLUMNS))
 TENSOR_ROLE = Qt.ItemDataRole.UserRole  # the TensorInfo of a leaf, None for a module
 NODE_ROLE = Qt.ItemDataRole.UserRole + 1  # the Node itself
 _Index = QModelIndex | QPersistentModelIndex
@@ -59,6 +59,14 @@ def build_tree(tensors: list[TensorInfo]) -> Node:
         _insert_all(root, tensors)
         _subtotal(root)
     return root
+
+
+def names_by_depth(root: Node) -> Iterator[tuple[str, int]]:
+    """(name, depth) of every node, breadth first: what the name column has to fit."""
+    level, depth = root.children, 0
+    while level:
+        yield from ((node.name, depth) for node in level)
+        level, depth = [c for node in level for c in node.children], depth + 1
 
 
 def _insert_all(root: Node, tensors: list[TensorInfo]) -> None:
@@ -197,6 +205,8 @@ def _display(node: Node, column: int) -> str:
     t = node.tensor
     if column == NAME:
         return node.name
+    if column == COUNT:
+        return f"{node.tensors:,}" if node.children else ""
     if column == PARAMS:
         return human_count(node.parameters) if node.parameters or t is None else "—"
     if column == SIZE:
@@ -220,6 +230,6 @@ def _tooltip(node: Node) -> str:
 
 
 def _alignment(column: int) -> Qt.AlignmentFlag:
-    right = column in (PARAMS, SIZE)
+    right = column in (COUNT, PARAMS, SIZE)
     horizontal = Qt.AlignmentFlag.AlignRight if right else Qt.AlignmentFlag.AlignLeft
     return horizontal | Qt.AlignmentFlag.AlignVCenter

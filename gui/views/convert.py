@@ -2,7 +2,8 @@
 gives are in gui/views/convert_options.py); runs core `convert` on the worker, one file after
 another, and shows each ConvertResult (outputs, verification, what changed).
 
-Files dropped on the panel are converted with the options shown at the time of the drop.
+Files dropped on the panel are queued and converted with the options shown at the time of the drop;
+the queue (gui/views/convert_queue.py) shows each file's status and cancels one file alone.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from core.errors import CheckpointError
 from core.formats import open_checkpoint
 from core.model import Checkpoint
 from core.report import human_bytes
+from gui.views import convert_queue as q
 from gui.views.convert_options import ConvertOptionsForm, Request, convert_request
+from gui.views.convert_queue import ConvertQueue
 from gui.views.job_bar import JobBar
 from gui.widgets import Banner
 from gui.worker import Job
@@ -51,13 +54,15 @@ class ConvertPanel(QWidget):
         self.results: list[ConvertResult] = []
         self.errors: list[tuple[str, str, str]] = []
         self._converter = converter
-        self._queue: list[Request] = []
+        self._queue: list[tuple[int, Request]] = []  # (queue row, request), waiting their turn
         self._converting = False
         self._count = (0, 0)  # (started, asked for) in this batch
         # What the running job is for. Job signals go to bound methods, never to lambdas holding
         # the panel: a lambda would hold the panel until the finished job is deleted, and a panel
         # nobody else holds would then be deleted inside its own child's destructor (a crash).
         self._running: Request | None = None
+        self._running_row = -1
+        self._cancel_one = False  # the running file alone is being cancelled, not the batch
         self._opening: str | None = None
         self._build()
         self.setAcceptDrops(True)
@@ -108,9 +113,12 @@ class ConvertPanel(QWidget):
         self.log = QTextBrowser(openExternalLinks=False)
         self.log.setPlaceholderText("Converted files, their verification and what changed appear "
                                     "here.")
+        self.queue = ConvertQueue()
+        self.queue.cancel_requested.connect(self.cancel_file)
         layout = QVBoxLayout(box)
         layout.addWidget(self.error)
-        layout.addWidget(self.log, 1)
+        layout.addWidget(self.queue, 1)
+        layout.addWidget(self.log, 2)
         return box
 
     # -- options (gui/views/convert_options.py) ------------------------------------------------
@@ -171,17 +179,20 @@ class ConvertPanel(QWidget):
         if not self._converting:
             self._count = (0, 0)
         self._converting = True
-        self._queue += requests
+        self._queue += [(self.queue.add(r.name, _source_path(r)), r) for r in requests]
         self._count = (self._count[0], self._count[1] + len(requests))
         if not self.jobs.is_busy():  # else the running job's end starts the queue (_on_idle)
             self._next()
 
     def _next(self) -> None:
-        request = self._queue.pop(0)
+        self._running_row, request = self._queue.pop(0)
         started, asked = self._count
         self._count = (started + 1, asked)
         self._running = request
+        self._cancel_one = False
+        self.queue.set_state(self._running_row, q.RUNNING, "Converting…")
         job = Job(self._converter, request, parent=self)
+        job.progress.connect(self._on_progress)
         job.succeeded.connect(self._on_converted)
         job.failed.connect(self._on_failed)
         job.cancelled.connect(self._on_cancelled)
@@ -198,7 +209,14 @@ class ConvertPanel(QWidget):
             self.batch_finished.emit()
         self._update_buttons()
 
+    def _on_progress(self, done: int, total: int, _text: str) -> None:
+        if total and self.queue.states[self._running_row] == q.RUNNING:
+            self.queue.set_state(self._running_row, q.RUNNING, f"Converting… {100 * done // total}%")
+
     def _on_converted(self, result: ConvertResult) -> None:
+        outputs = ", ".join(Path(o["path"]).name for o in result.outputs[-1:])
+        self.queue.set_state(self._running_row, q.WRITTEN, f"Written: {outputs}",
+                             "\n".join(o["path"] for o in result.outputs))
         self.results.append(result)
         self.log.append(result_html(result))
         self.converted.emit(result)
@@ -206,14 +224,20 @@ class ConvertPanel(QWidget):
     def _on_failed(self, message: str, details: str) -> None:
         name = self._running.name if self._running else ""
         self.errors.append((name, message, details))
+        self.queue.set_state(self._running_row, q.FAILED, message, details)
         self.log.append(f"<p><b style='color:{FAIL}'>✖ {html.escape(name)}</b>: "
                         f"{html.escape(message)}</p>")
         self._show_error(message, details)
         self.failed.emit(name, message, details)
 
     def _on_cancelled(self) -> None:
+        self.queue.set_state(self._running_row, q.CANCELLED, "Cancelled: nothing written")
+        if self._cancel_one:
+            self.log.append(f"<p><b>Cancelled</b>: nothing was written for "
+                            f"{html.escape(self._running.name if self._running else '')}.</p>")
+            return
         skipped = len(self._queue)
-        self._queue.clear()
+        self._drop_waiting()
         more = f" ({skipped} more file(s) not started)" if skipped else ""
         name = self._running.name if self._running else ""
         self.log.append(f"<p><b>Cancelled</b>: nothing was written for "
@@ -223,8 +247,27 @@ class ConvertPanel(QWidget):
         self.error.show_message(message, details)
 
     def cancel(self) -> None:
-        self._queue.clear()
+        """Cancel the running file and every file waiting."""
+        self._drop_waiting()
         self.jobs.cancel()
+
+    def cancel_file(self, row: int) -> None:
+        """Cancel one file: the running one (the queue then goes on) or one still waiting."""
+        if row == self._running_row and self.jobs.is_busy():
+            self._cancel_one = True
+            self.jobs.cancel()
+            return
+        for i, (queued_row, _request) in enumerate(self._queue):
+            if queued_row == row:
+                del self._queue[i]
+                self.queue.set_state(row, q.CANCELLED, "Cancelled before it started")
+                self._count = (self._count[0], self._count[1] - 1)
+                return
+
+    def _drop_waiting(self) -> None:
+        for row, _request in self._queue:
+            self.queue.set_state(row, q.CANCELLED, "Not started (the batch was cancelled)")
+        self._queue.clear()
 
     def shutdown(self) -> None:
         self._queue.clear()
@@ -274,6 +317,11 @@ def result_html(r: ConvertResult) -> str:
     lines += [f"Note: {html.escape(n)}" for n in r.notes]
     lines.append(f"<span style='color:{GREY}'>{html.escape(str(out))}</span>")
     return "<p>" + "<br>".join(lines) + "</p>"
+
+
+def _source_path(request: Request) -> str:
+    source = request.source
+    return str(source.path if isinstance(source, Checkpoint) else source)
 
 
 def _local_paths(event: QDragEnterEvent | QDragMoveEvent | QDropEvent) -> list[str]:

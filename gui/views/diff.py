@@ -26,14 +26,20 @@ from PySide6.QtWidgets import (
 )
 
 from core.convert import ConvertResult
-from core.diff.structure import MODEL_FORMAT, STATUSES, VALUE_STATUSES, DiffResult
-from core.report import human_bytes
-from gui.models import diff_table
-from gui.models.diff_table import STATUS_RGB, VALUE_RGB, VALUE_TEXT, DiffTableModel, status_texts
+from core.diff.structure import STATUSES, VALUE_STATUSES, DiffResult
+from gui.models.diff_table import VALUE_TEXT, DiffTableModel, status_texts
 from gui.views.arch_source import source_problem
+from gui.views.diff_insight import DiffInsight, row_of_key
 from gui.views.diff_jobs import Opened, apply_and_rediff, open_and_diff, rediff_sections, values_diff
 from gui.views.diff_model import ModelForm, ModelSource
-from gui.views.diff_parts import filter_button, side_label, size_columns, swatch_icon, table_view
+from gui.views.diff_parts import (
+    describe_sides,
+    filter_button,
+    paint_swatches,
+    side_label,
+    size_columns,
+    table_view,
+)
 from gui.views.diff_sections import SectionPicker, show_sections, side_column
 from gui.views.job_bar import JobBar
 from gui.views.remap_suggestions import SuggestionsBox
@@ -111,14 +117,17 @@ class DiffView(QWidget):
         self.notice = QLabel(wordWrap=True, visible=False)
         self.error = Banner()
         self.table = table_view(self.model)
+        self.insight = DiffInsight()  # the module tree beside the table, the plots below it
+        self.insight.key_selected.connect(self.select_key)
         splitter = QSplitter(Qt.Orientation.Vertical)
-        splitter.addWidget(self.table)
+        splitter.addWidget(self.insight.beside(self.table))
+        splitter.addWidget(self.insight)
         self.suggestions = SuggestionsBox()
         self.suggestions.apply_requested.connect(lambda: self.apply_and_save())
         self.suggestions.selection_changed.connect(self._update_buttons)
         splitter.addWidget(self.suggestions)
         splitter.setStretchFactor(0, 1)
-        splitter.setSizes([520, 170])
+        splitter.setSizes([420, 260, 170])
         page = QWidget()
         layout = QVBoxLayout(page)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -250,6 +259,7 @@ class DiffView(QWidget):
         self.jobs.cancel()
 
     def shutdown(self) -> None:
+        self.insight.cancel()
         self.jobs.shutdown()
 
     def is_busy(self) -> bool:
@@ -327,22 +337,13 @@ class DiffView(QWidget):
         self._update_filter_buttons(result)
         self.apply_filter()
         size_columns(self.table)
+        self.insight.set_opened(opened)
         self.suggestions.set_suggestions(result.suggestions, differs=not result)
         self._update_buttons()
 
     def _update_sides(self) -> None:
-        o = self.opened
-        for label, side, path, fmt, size in (
-                (self.side_a, "A", self.path_a, o and o.a.format, o and o.size_a),
-                (self.side_b, "B", self.path_b, o and o.b.format, o and o.size_b)):
-            info = f"{fmt} · {human_bytes(size or 0)} on disk" if o else "Opening…"
-            if o and fmt == MODEL_FORMAT:
-                kwargs = self.model_b.kwargs if self.model_b else ""
-                args = html.escape(kwargs) + " · " if kwargs else ""
-                info = f"model · {args}{len(o.b.sections['model'].tensors):,} keys expected"
-            label.setText(f"<b>{side}</b>&nbsp; {html.escape(Path(path).name)}<br>"
-                          f"<span style='color:#888888'>{info}</span>")
-            label.setToolTip(path)
+        describe_sides((self.side_a, self.side_b), (self.path_a, self.path_b), self.opened,
+                       self.model_b.kwargs if self.model_b else "")
 
     def _update_filter_buttons(self, result: DiffResult) -> None:
         texts = status_texts(result.against_model)
@@ -372,6 +373,15 @@ class DiffView(QWidget):
         shown, total = self.model.rowCount(), self.model.total_count()
         self.count.setText(f"{shown:,} of {total:,} keys" if shown != total else f"{total:,} keys")
 
+    def select_key(self, name: str) -> None:
+        """Select the row of key `name`, showing every key first if the filters hide it."""
+        if row_of_key(self.model, name) is None:
+            self.filter.clear()
+            for button in [*self.status_buttons.values(), *self.value_buttons.values()]:
+                button.setChecked(True)
+            self.apply_filter()
+        self.table.selectRow(row_of_key(self.model, name) or 0)
+
     def focus_filter(self) -> None:
         self.filter.setFocus(Qt.FocusReason.ShortcutFocusReason)
         self.filter.selectAll()
@@ -386,7 +396,5 @@ class DiffView(QWidget):
         super().changeEvent(event)
 
     def _paint_swatches(self) -> None:
-        for statuses, rgbs in ((self.status_buttons, STATUS_RGB), (self.value_buttons, VALUE_RGB)):
-            for status, button in statuses.items():
-                button.setIcon(swatch_icon(diff_table.swatch(rgbs[status], self.palette())))
+        paint_swatches(self.status_buttons, self.value_buttons, self.palette())
 

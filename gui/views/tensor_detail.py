@@ -9,6 +9,7 @@ from typing import Any
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFont, QPalette
 from PySide6.QtWidgets import (
+    QCheckBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -25,6 +26,7 @@ from core.stats import TensorStats, tensor_stats
 from gui.worker import Job
 
 STAT_ROWS = ("Elements", "Min", "Max", "Mean", "Std", "Zeros", "NaN", "Inf")
+LOG_FLOOR = -0.3  # log10(0.5): in log scale the bars start below 1, so a bin of one value shows
 
 
 class TensorDetailView(QWidget):
@@ -68,6 +70,10 @@ class TensorDetailView(QWidget):
         self.plot_box = QWidget()  # holds the histogram; takes the spare height either way
         self.plot_area = QVBoxLayout(self.plot_box)
         self.plot_area.setContentsMargins(0, 4, 0, 0)
+        self.log_counts = QCheckBox("Log count", visible=False)
+        self.log_counts.setToolTip("Counts on a log scale: rare values in the tails become visible.")
+        self.log_counts.toggled.connect(lambda _on: self._show_histogram(self.last_stats))
+        self.plot_area.addWidget(self.log_counts, 0, Qt.AlignmentFlag.AlignRight)
         layout = QVBoxLayout(self)
         for widget in (self.title, self.subtitle, self.status, self.busy):
             layout.addWidget(widget)
@@ -168,14 +174,18 @@ class TensorDetailView(QWidget):
             self._plot = _make_plot(self)
             self.plot_area.addWidget(self._plot)
         self._plot.clear()
+        log = self.log_counts.isChecked()
+        self._plot.setLogMode(y=log)
+        self._plot.setLabel("left", "count (log)" if log else "count")
         if stats is not None and stats.hist_counts:
             import pyqtgraph as pg
 
             color = self.palette().color(QPalette.ColorRole.Highlight)
             fill = pg.mkBrush(color.red(), color.green(), color.blue(), 140)
             self._plot.plot(stats.hist_edges, stats.hist_counts, stepMode="center",
-                            fillLevel=0, brush=fill, pen=pg.mkPen(color, width=1))
+                            fillLevel=LOG_FLOOR if log else 0, brush=fill, pen=pg.mkPen(color, width=1))
         self._plot.setVisible(stats is not None)
+        self.log_counts.setVisible(stats is not None)
 
 
 def _make_plot(widget: QWidget) -> Any:

@@ -21,14 +21,15 @@ from PySide6.QtWidgets import (
 
 from core.model import TensorInfo
 from gui.models import module_tree, tensor_table
-from gui.models.module_tree import ModuleTreeModel
+from gui.models.module_tree import ModuleTreeModel, names_by_depth
 from gui.models.tensor_table import TensorTableModel
+from gui.views.name_columns import fit_name_column, readable_names
 from gui.widgets import sortable_table
 
 FILTER_DELAY_MS = 120
 SAMPLE_TEXT = {  # widest text expected per column, to size columns without measuring every row
     "shape": "[32000, 4096, 3, 3]", "dtype": "float8_e4m3fn", "size": "1023.9 MB",
-    "role": "parameter", "params": "999.99M",
+    "role": "parameter", "params": "999.99M", "count": "99,999",
 }
 
 
@@ -56,6 +57,8 @@ class TensorsPanel(QWidget):
         row.addWidget(self.count)
         self.table = _table_view(self.table_model)
         self.tree = _tree_view(self.tree_model)
+        self.copy_table_names = readable_names(self.table, _tensor_name)
+        self.copy_tree_names = readable_names(self.tree, lambda i: self.tree_model.node(i).path)
         self.table.selectionModel().currentRowChanged.connect(self._on_table_current)
         self.tree.selectionModel().currentRowChanged.connect(self._on_tree_current)
         self.tabs = QTabWidget(documentMode=True)
@@ -75,6 +78,8 @@ class TensorsPanel(QWidget):
                     aliases: list[list[str]] | None = None) -> None:
         self._tensors = tensors
         self.table_model.set_tensors(tensors, aliases)
+        fit_name_column(self.table, self.table.horizontalHeader(), tensor_table.NAME,
+                        ((t.name, 0) for t in tensors))
         self.apply_filter()
         self.empty.setText(f"The '{section}' section holds no tensors; its values are listed "
                            "on the left.")
@@ -95,6 +100,7 @@ class TensorsPanel(QWidget):
         self._tree_stale = False
         self.tree_model.set_tensors(self._tensors, self.filter.text())
         root = self.tree_model.root
+        fit_name_column(self.tree, self.tree.header(), module_tree.NAME, names_by_depth(root))
         if root.tensors <= 200:
             self.tree.expandAll()
         elif len(root.children) <= 30:
@@ -113,9 +119,14 @@ class TensorsPanel(QWidget):
             self.tensor_selected.emit(current.data(module_tree.TENSOR_ROLE))
 
 
+def _tensor_name(index: QModelIndex) -> str | None:
+    tensor = index.data(tensor_table.TENSOR_ROLE)
+    return tensor.name if tensor is not None else None
+
+
 def _table_view(model: TensorTableModel) -> QTableView:
     view = sortable_table(model)
-    view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
     view.setAlternatingRowColors(True)
     columns = {tensor_table.SHAPE: "shape", tensor_table.DTYPE: "dtype", tensor_table.SIZE: "size",
                tensor_table.ROLE: "role"}
@@ -138,17 +149,17 @@ def _tree_view(model: QAbstractItemModel) -> QTreeView:
     view.setUniformRowHeights(True)
     view.setAlternatingRowColors(True)
     view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-    columns = {module_tree.PARAMS: "params", module_tree.SIZE: "size", module_tree.SHAPE: "shape",
-               module_tree.DTYPE: "dtype"}
+    view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+    columns = {module_tree.COUNT: "count", module_tree.PARAMS: "params", module_tree.SIZE: "size",
+               module_tree.SHAPE: "shape", module_tree.DTYPE: "dtype"}
     _size_columns(view, view.header(), module_tree.NAME, columns)
     return view
 
 
-def _size_columns(view: QAbstractItemView, header: QHeaderView, stretch: int,
+def _size_columns(view: QAbstractItemView, header: QHeaderView, name: int,
                   columns: dict[int, str]) -> None:
-    """The name column takes the spare width; the others fit their widest expected text."""
-    header.setStretchLastSection(False)
-    header.setSectionResizeMode(stretch, QHeaderView.ResizeMode.Stretch)
+    """The others fit their widest expected text; the name column is fitted to the names shown."""
+    fit_name_column(view, header, name, [])
     metrics = view.fontMetrics()
     for column, sample in columns.items():
         title = str(view.model().headerData(column, Qt.Orientation.Horizontal))

@@ -202,7 +202,7 @@ def test_keep_training_writes_every_section(files, tmp_path):
     source = torch.load(files["training"], weights_only=False)
     same_bits(loaded["optimizer_state_dict.state.0.exp_avg"],
               source["optimizer_state_dict"]["state"][0]["exp_avg"])
-    assert "model_state_dict.conv.weight" in loaded
+    assert "conv.weight" in loaded and "model_state_dict.conv.weight" not in loaded  # weights keep names
 
 
 def test_section_pick_writes_the_ema_weights(files, tmp_path):
@@ -226,6 +226,23 @@ def test_rename_add_prefix_keep_and_drop(files, tmp_path):
                                     "net.norm.running_var", "net.conv.weight", "net.conv.bias"}
     assert "module.bn.num_batches_tracked" in result.dropped
     assert "module.fc.weight" in result.dropped
+
+
+def test_rules_that_change_nothing_are_noted(files, tmp_path):
+    """A prefix that starts no name, a rename rule or a drop rule that matches nothing: the
+    conversion goes ahead (the user may mean it) but says so instead of staying silent."""
+    options = ConvertOptions(strip_prefix=("model.", "module."), rename=("^nothing=>x",),
+                             drop=("*.no_such_tensor",))
+    result = convert(files["data_parallel"], tmp_path / "x.safetensors", options=options)
+    assert result.renamed and all(not new.startswith("module.") for new in result.renamed.values())
+    assert result.notes == [
+        "The prefix 'model.' to strip starts no tensor name (names start like "
+        f"'{next(iter(result.renamed))}'); no name was changed by it.",
+        "The rename rule '^nothing=>x' changed no tensor name.",
+        "The drop rule '*.no_such_tensor' matched no tensor name; nothing was left out by it."]
+    quiet = convert(files["data_parallel"], tmp_path / "y.safetensors",
+                    options=ConvertOptions(strip_prefix=("module.",)))
+    assert quiet.notes == []
 
 
 def test_rename_collision_is_refused_and_nothing_written(files, tmp_path):
@@ -293,10 +310,14 @@ def test_parse_size():
 
     assert parse_size("2GB") == 2 * 10**9
     assert parse_size("500MiB") == 500 * 2**20
-    assert parse_size("1000") == 1000
-    for bad in ("", "two GB", "5XB", "0"):
-        with pytest.raises(CheckpointError):
+    assert parse_size("1000B") == 1000
+    assert parse_size(" 1.5 gb ") == 15 * 10**8
+    for bad in ("", "two GB", "5XB", "0B", "0.1B"):
+        with pytest.raises(CheckpointError, match="is not a size"):
             parse_size(bad)
+    for bare in ("2", "1000", "0.5"):
+        with pytest.raises(CheckpointError, match="has no unit"):
+            parse_size(bare)
 
 
 @pytest.mark.parametrize("target", list(TARGETS))

@@ -4,8 +4,10 @@ overwrite rules, the source is never written, and plain safetensors output needs
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import threading
@@ -17,6 +19,7 @@ from safetensors.torch import load_file
 
 from core.convert import (
     TARGETS,
+    ConvertOptions,
     convert,
     convert_many,
     safetensors_single,
@@ -136,9 +139,65 @@ def test_file_size_limit_from_the_os_is_a_plain_error(files, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_failed_verification_leaves_nothing(files, tmp_path, monkeypatch):
-    monkeypatch.setattr(verify, "checksum", lambda data, crc=0: 12345)
+def test_a_failed_pt_verification_leaves_nothing(files, tmp_path, monkeypatch):
+    monkeypatch.setattr(verify, "checksum", lambda data: 12345)
     with pytest.raises(CheckpointError, match="Checking the written file failed"):
+        convert(files["state_dict"], tmp_path / "x.pt", "pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("target", ["safetensors", "safetensors-sharded"])
+@pytest.mark.parametrize("cast", [None, "bf16"])
+def test_a_byte_flipped_between_write_and_verify_is_caught(files, tmp_path, monkeypatch, target,
+                                                            cast):
+    """The output is damaged after it was written and before it is read back: one bit of the
+    last tensor's data (copied by the kernel, or cast and written by us) is flipped."""
+    real = safetensors_single.verify_and_finish
+    damaged = []
+
+    def flip_then_verify(stage, staged, job):
+        last = staged[-1]
+        at = last.written[-1].offset + last.written[-1].nbytes - 1
+        with open(last.path, "r+b") as f:
+            f.seek(at)
+            byte = f.read(1)[0]
+            f.seek(at)
+            f.write(bytes([byte ^ 0x10]))
+        damaged.append(last.written[-1].name)
+        return real(stage, staged, job)
+
+    monkeypatch.setattr(safetensors_single, "verify_and_finish", flip_then_verify)
+    with pytest.raises(CheckpointError, match="bytes of tensor '(.*)' differ") as caught:
+        convert(files["state_dict"], dest_for(tmp_path, target), target, ConvertOptions(dtype=cast))
+    assert damaged and f"'{damaged[0]}'" in caught.value.message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_header_that_moves_tensors_is_caught(files, tmp_path, monkeypatch):
+    """After the bytes were checked, the header is changed to swap where two same-sized tensors
+    lie: the library still opens the file, but the tensors are not where they were written."""
+    real = safetensors_single.patch
+
+    def patch_then_swap(path, at, digest):
+        real(path, at, digest)
+        raw = path.read_bytes()
+        n = int.from_bytes(raw[:8], "little")
+        header = json.loads(raw[8:8 + n])
+        by_size = {}
+        for name, entry in header.items():
+            if name != "__metadata__":
+                begin, end = entry["data_offsets"]
+                by_size.setdefault((end - begin, entry["dtype"], str(entry["shape"])), []).append(name)
+        a, b = next(names for names in by_size.values() if len(names) > 1)[:2]
+        header[a]["data_offsets"], header[b]["data_offsets"] = (header[b]["data_offsets"],
+                                                                header[a]["data_offsets"])
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        with open(path, "r+b") as f:
+            f.seek(8)
+            f.write(text.ljust(n))
+
+    monkeypatch.setattr(safetensors_single, "patch", patch_then_swap)
+    with pytest.raises(CheckpointError, match="is not where it was written"):
         convert(files["state_dict"], tmp_path / "x.safetensors")
     assert list(tmp_path.iterdir()) == []
 
@@ -268,13 +327,92 @@ def test_a_bad_kernel_copy_is_caught_by_verification(files, tmp_path, monkeypatc
 
 
 def test_hasher_checksums_overlapping_ranges():
-    import zlib
-
-    from core.convert.hashing import _RangeCrcs
+    from core.convert.checksums import checksum
+    from core.convert.hashing import _RangeChecksums
 
     data = bytes(range(256)) * 40
     ranges = {"all": (0, len(data)), "mid": (100, 5000), "inner": (300, 400), "tail": (9000, 10240)}
-    crcs = _RangeCrcs(ranges)
+    running = _RangeChecksums(ranges)
     for pos in range(0, len(data), 777):
-        crcs.update(memoryview(data)[pos:pos + 777], pos)
-    assert crcs.crcs == {k: zlib.crc32(data[a:b]) for k, (a, b) in ranges.items()}
+        running.update(memoryview(data)[pos:pos + 777], pos)
+    assert running.digests() == {k: checksum(data[a:b]) for k, (a, b) in ranges.items()}
+    assert len(set(running.digests().values())) == 4
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_a_missing_output_folder_is_created_when_asked(files, tmp_path, target):
+    folder = tmp_path / "new" / "deeper"
+    result = convert(files["state_dict"], dest_for(folder, target), target, create_folders=True)
+    assert all(Path(o["path"]).is_file() for o in result.outputs)
+    assert Path(result.outputs[0]["path"]).is_relative_to(folder)
+    with pytest.raises(CheckpointError, match="does not exist"):  # not asked: refused, as before
+        convert(files["state_dict"], dest_for(tmp_path / "other", target), target)
+    assert not (tmp_path / "other").exists()
+
+
+def test_folders_made_for_a_failed_conversion_are_removed(files, tmp_path):
+    with pytest.raises(CheckpointError, match="removed every tensor"):
+        convert(files["state_dict"], tmp_path / "new" / "x.safetensors",
+                options=ConvertOptions(drop=("*",)), create_folders=True)
+    assert list(tmp_path.iterdir()) == []
+    cancel = Recorder(cancel_after=2)
+    with pytest.raises(Cancelled):
+        convert(files["state_dict"], tmp_path / "a" / "b" / "out", "safetensors-sharded",
+                max_shard_size=400, create_folders=True, progress=cancel)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "keep").mkdir()  # a folder that was there before stays
+    with pytest.raises(Cancelled):
+        convert(files["state_dict"], tmp_path / "keep" / "sub" / "x.safetensors",
+                create_folders=True, progress=Recorder(cancel_after=2))
+    assert [p.name for p in tmp_path.rglob("*")] == ["keep"]
+
+
+def test_a_file_in_the_way_of_a_folder_to_create_is_a_plain_error(files, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(CheckpointError, match="'.*afile' is a file, not a folder"):
+        convert(files["state_dict"], tmp_path / "afile" / "sub" / "x.safetensors",
+                create_folders=True)
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_batch_into_a_missing_folder_creates_it(files, tmp_path):
+    out = tmp_path / "converted"
+    batch = convert_many([files["state_dict"], files["dtypes"]], out)
+    assert not batch.errors
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        Path(r.outputs[0]["path"]).name for r in batch.results)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes and umask are POSIX")
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_outputs_get_the_usual_file_mode(files, tmp_path, target):
+    """0666 less the umask, like any file a user saves (not the 0600 of a private temp file)."""
+    from core.files import write_text
+
+    old = os.umask(0o027)
+    try:
+        result = convert(files["state_dict"], dest_for(tmp_path, target), target,
+                         max_shard_size=400)
+        write_text(tmp_path / "report.md", "# report\n")
+    finally:
+        os.umask(old)
+    modes = {stat.S_IMODE(os.stat(o["path"]).st_mode) for o in result.outputs}
+    assert modes == {0o640}
+    assert stat.S_IMODE((tmp_path / "report.md").stat().st_mode) == 0o640
+
+
+@pytest.mark.parametrize(("target", "fixture"), [("safetensors", "safetensors"), ("pt", "state_dict")])
+def test_converting_a_file_onto_itself_is_refused_before_anything_is_written(files, tmp_path,
+                                                                             target, fixture):
+    """Also with overwrite allowed, and when the default output name is the source's own."""
+    from core.convert import default_destination
+
+    src = tmp_path / f"model.{target}"
+    shutil.copy(files[fixture], src)
+    assert default_destination(src, target) == src
+    data = src.read_bytes()
+    for overwrite in (False, True):
+        with pytest.raises(CheckpointError, match="is the file being converted"):
+            convert(src, src, target, overwrite=overwrite)
+        assert list(tmp_path.iterdir()) == [src] and src.read_bytes() == data
+        assert no_hasher_left()

@@ -142,3 +142,31 @@ def test_reports_have_tables_and_the_sweep(fake_clock):
     assert page.startswith("<!DOCTYPE html>") and "<svg" in page and "<polyline" in page
     sweep = page.split('id="latency-sweep">')[1].split("</script>")[0]
     assert set(json.loads(sweep)) == {"fake", "fake #2"}
+
+
+class Hungry(Runner):
+    """Touches `mb` megabytes of fresh memory on every call (0: none)."""
+
+    backend = "fake"
+
+    def __init__(self, name, mb):
+        super().__init__(name, ["x"], ["y"])
+        self.mb = mb
+
+    def _run_impl(self, feed):
+        if self.mb:
+            np.ones(self.mb * 2**20 // 8).sum()
+        return {"y": feed["x"]}
+
+
+@pytest.mark.skipif(not hasattr(latency, "_proc_status") or not latency._proc_status(),
+                    reason="per-batch peak memory needs Linux's /proc/self (clear_refs)")
+def test_memory_is_measured_per_runner_not_for_the_whole_process():
+    result = measure_latency([Hungry("hungry", 64), Hungry("frugal", 0)], "x: float32[batch(1..4), 2]",
+                             [1], warmup=0, runs=2)
+    hungry, frugal = (r.batches[0] for r in result.runners)
+    assert hungry.extra_rss_bytes >= 48 * 2**20  # the 64 MB it touched (allocator slack aside)
+    assert frugal.extra_rss_bytes < 16 * 2**20  # not the hungry runner's peak
+    assert hungry.peak_rss_bytes > frugal.peak_rss_bytes
+    text = render_markdown(result)
+    assert "extra RSS" in text and "peak RSS is the process's" not in text

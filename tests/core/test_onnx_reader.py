@@ -52,7 +52,7 @@ def test_storage_points_at_raw_bytes_or_the_data_file(files):
     assert all(t.storage.path == files["onnx"] and t.storage.encoding == "raw" for t in inline)
     external = open_checkpoint(files["onnx_external"])
     data_file = files["onnx_external"].parent / "weights.bin"
-    assert all(t.storage.path == data_file for t in external.all_tensors())
+    assert all(t.storage.path == data_file for t in external.sections["model"].tensors.values())
     assert [f.name for f in external.findings] == ["weights.bin"]
 
 
@@ -111,7 +111,7 @@ def test_typed_field_initializers_decode_like_onnx(tmp_path):
     check_against_onnx(path)
 
 
-def test_string_and_sparse_initializers_are_left_out_with_a_finding(tmp_path):
+def test_string_initializers_are_left_out_and_sparse_ones_read(tmp_path):
     strings = helper.make_tensor("words", TensorProto.STRING, [2], [b"a", b"b"])
     values = helper.make_tensor("sp", TensorProto.FLOAT, [2], [1.0, 2.0])
     indices = helper.make_tensor("sp_idx", TensorProto.INT64, [2], [0, 3])
@@ -119,8 +119,10 @@ def test_string_and_sparse_initializers_are_left_out_with_a_finding(tmp_path):
     keep = helper.make_tensor("keep", TensorProto.FLOAT, [1], [1.0])
     path = save_model(tmp_path / "m.onnx", [strings, keep], sparse_initializer=[sparse])
     ckpt = open_checkpoint(path)
-    assert list(ckpt.sections["model"].tensors) == ["keep"]
-    assert sorted(f.name for f in ckpt.findings) == ["sp", "words"]
+    assert list(ckpt.sections["model"].tensors) == ["keep", "sp"]
+    assert ckpt.find("sp").storage.encoding == "onnx-sparse"
+    assert read_tensor(ckpt.find("sp")).tolist() == [1.0, 0.0, 0.0, 2.0]
+    assert [f.name for f in ckpt.findings] == ["words"]
     assert all(f.severity == "info" for f in ckpt.findings)
 
 
@@ -140,7 +142,7 @@ def test_corrupt_initializers_are_refused(tmp_path):
         with pytest.raises(CorruptFile):
             open_direct(save_model(tmp_path / f"{case}.onnx", [tensor]))
     dup = [helper.make_tensor("d", TensorProto.FLOAT, [1], [1.0])] * 2
-    with pytest.raises(CorruptFile, match="two initializers"):
+    with pytest.raises(CorruptFile, match="two tensors named 'd'"):
         open_direct(save_model(tmp_path / "dup.onnx", dup))
 
 

@@ -32,6 +32,7 @@ from core.model import Checkpoint
 from core.report import to_json
 from core.scan import scan_checkpoint
 from tests.fixtures.models import FixtureFiles
+from tests.security import framings
 from tests.security import payloads as p
 
 SECONDS = 5.0  # each step of each case
@@ -228,6 +229,7 @@ def _cases() -> dict[str, Case]:
         "torchscript_constants_pkl": Case(_torchscript_constants, ("os.system",)),
         "pt2_damaged_sample_inputs": Case(_pt2_damaged_sample_inputs, ("os.system",)),
     })
+    cases.update({name: Case(*case) for name, case in framings.cases().items()})
     return cases
 
 

@@ -1,0 +1,202 @@
+"""Where two checkpoints differ, for the diff view: the module tree of the diff (a module's colour is
+its worst key), a plot of each tensor's relative change ||B−A||/||A|| in model order (log scale;
+clicking a point selects its key) and the histograms of A and B of the selected key, overlaid.
+pyqtgraph is imported with the first plot; the histograms are computed on the worker."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from PySide6.QtCore import QModelIndex, Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QLabel,
+    QSplitter,
+    QTableView,
+    QTreeView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.diff.structure import KeyDiff
+from core.stats import TensorStats, tensor_stats
+from gui.models import diff_table, diff_tree
+from gui.models.diff_table import VALUE_RGB, DiffTableModel
+from gui.models.diff_tree import DiffTreeModel, key_change, names_by_depth
+from gui.views.diff_jobs import Opened
+from gui.views.latency_plots import make_plot
+from gui.views.name_columns import fit_name_column, readable_names
+from gui.views.tensor_detail import histogram_bins
+from gui.worker import Job
+
+FLOOR = 1e-12  # an unchanged tensor (change 0) is drawn here, at the bottom of the log scale
+SIDE_COLOURS = {"A": (31, 119, 180), "B": (255, 127, 14)}
+POINT_RGB = (90, 90, 90)
+
+
+def pair_histograms(opened: Opened, key: KeyDiff, progress: Any = None) -> tuple[TensorStats, ...]:
+    """The worker's job: statistics and histograms of A's and B's tensor of one key."""
+    sections = opened.result.sections
+    section = next(s for s in sections if key in s.keys)
+    bins = histogram_bins(max(math.prod(key.shape_a or (1,)), 1))
+    a = tensor_stats(opened.a, key.name_a or key.name, section.section_a, progress, bins=bins)
+    b = tensor_stats(opened.b, key.name, section.section_b, progress, bins=bins)
+    return a, b
+
+
+class DiffInsight(QWidget):
+    """`tree` goes beside the key table; this widget itself holds the two plots."""
+
+    key_selected = Signal(str)  # the name of a key picked in the tree or on the plot
+    histograms_ready = Signal(object)  # (stats A, stats B)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.tree_model = DiffTreeModel(self)
+        self.tree = _tree(self.tree_model)
+        self.tree.selectionModel().currentRowChanged.connect(self._on_tree_current)
+        readable_names(self.tree, lambda i: self.tree_model.node(i).path)
+        self.keys: list[KeyDiff] = []  # the plotted keys, in model order
+        self.change_plot: Any = None
+        self.hist_plot: Any = None
+        self._points: Any = None
+        self._marker: Any = None
+        self._ceiling = 1.0
+        self._opened: Opened | None = None
+        self._job: Job | None = None
+        self.caption = QLabel(wordWrap=True)
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.caption)
+        layout.addWidget(self.splitter, 1)
+        self.setVisible(False)
+
+    def beside(self, table: QTableView) -> QSplitter:
+        """The module tree beside the key `table`; the table's current key is shown here."""
+        table.selectionModel().currentRowChanged.connect(self.show_row)
+        keys = QSplitter(Qt.Orientation.Horizontal)
+        keys.addWidget(self.tree)
+        keys.addWidget(table)
+        keys.setSizes([380, 820])
+        return keys
+
+    def set_opened(self, opened: Opened) -> None:
+        self.cancel()
+        self._opened = opened
+        self.tree_model.set_result(opened.result)
+        self.tree.expandToDepth(1 if self.tree_model.root.keys <= 2000 else 0)
+        fit_name_column(self.tree, self.tree.header(), diff_tree.NAME,
+                        names_by_depth(self.tree_model.root))
+        self.keys = [k for s in opened.result.sections for k in s.keys if key_change(k) is not None]
+        self.setVisible(bool(self.keys))
+        if self.keys:
+            self._plot_changes()
+
+    def _plot_changes(self) -> None:
+        import pyqtgraph as pg
+
+        if self.change_plot is None:
+            self.change_plot = make_plot(self, "tensor (model order)", "‖B−A‖ / ‖A‖")
+            self.change_plot.setLogMode(y=True)
+            self.hist_plot = make_plot(self, "value", "count")
+            self.hist_plot.addLegend(offset=(-10, 10))
+            self.splitter.addWidget(self.change_plot)
+            self.splitter.addWidget(self.hist_plot)
+            self.splitter.setSizes([600, 400])
+        self.change_plot.clear()
+        changes = [float(key_change(k) or 0.0) for k in self.keys]
+        self._ceiling = 10 * max([c for c in changes if math.isfinite(c)] + [0.1])
+        brushes = [pg.mkBrush(*(VALUE_RGB.get(k.values.status) or POINT_RGB))  # type: ignore[union-attr]
+                   for k in self.keys]
+        self._points = self.change_plot.plot(
+            list(range(len(changes))), [self._drawn_at(c) for c in changes], pen=None, symbolSize=8,
+            symbol=["o" if math.isfinite(c) else "t1" for c in changes], symbolPen=None,
+            symbolBrush=brushes, data=list(range(len(changes))))
+        self._points.sigPointsClicked.connect(self._on_points_clicked)
+        self._marker = self.change_plot.plot([], [], pen=None, symbol="o", symbolSize=15,
+                                             symbolBrush=None, symbolPen=pg.mkPen("k", width=2))
+        unchanged, endless = changes.count(0.0), sum(1 for c in changes if math.isinf(c))
+        self.caption.setText(f"Relative change ‖B−A‖/‖A‖ of {len(self.keys):,} compared tensors, in "
+                             "model order" + (f"; {unchanged:,} unchanged at the bottom" if unchanged else "")
+                             + (f"; ▲ {endless:,} where A is all zeros" if endless else "")
+                             + ". Click a point to select its key.")
+        self.hist_plot.clear()
+
+    def _drawn_at(self, change: float) -> float:
+        """Where a change is drawn: 0 at the floor, infinity (A all zeros) above the largest one."""
+        return self._ceiling if math.isinf(change) else max(change, FLOOR)
+
+    def _on_points_clicked(self, _item: Any, points: Any, event: Any = None) -> None:
+        """Points overlap at this density: the one nearest the click along the model order wins."""
+        if not len(points):
+            return
+        x = event.pos().x() if event is not None else points[0].pos().x()
+        nearest = min(points, key=lambda p: abs(p.pos().x() - x))
+        self.key_selected.emit(self.keys[int(nearest.data())].name)
+
+    def _on_tree_current(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        key = current.data(diff_tree.KEY_ROLE) if current.isValid() else None
+        if key is not None:
+            self.key_selected.emit(key.name)
+
+    def show_row(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        """The key table's current row changed."""
+        self.show_key(current.data(diff_table.KEY_ROLE) if current.isValid() else None)
+
+    def show_key(self, key: KeyDiff | None) -> None:
+        """Mark `key` on the plot and overlay its A and B histograms (computed on the worker)."""
+        self.cancel()
+        if self.change_plot is None or key is None or key_change(key) is None:
+            return
+        i = self.keys.index(key)
+        self._marker.setData([i], [self._drawn_at(float(key_change(key) or 0.0))])
+        if self._opened is not None and key.values is not None and key.values.status != "skipped":
+            job = Job(pair_histograms, self._opened, key, parent=self)
+            job.succeeded.connect(self._on_histograms)
+            job.finished.connect(self._on_finished)
+            self._job = job
+            job.start()
+
+    def _on_histograms(self, pair: tuple[TensorStats, TensorStats]) -> None:
+        import pyqtgraph as pg
+
+        self.hist_plot.clear()
+        for side, stats in zip("AB", pair, strict=True):
+            if stats.hist_counts:
+                rgb = SIDE_COLOURS[side]
+                self.hist_plot.plot(stats.hist_edges, stats.hist_counts, stepMode="center",
+                                    fillLevel=0, brush=pg.mkBrush(*rgb, 70), pen=pg.mkPen(rgb, width=2),
+                                    name=f"{side}: {stats.name}")
+        self.histograms_ready.emit(pair)
+
+    def _on_finished(self) -> None:
+        job = self.sender()
+        if job is self._job:
+            self._job = None
+        if job is not None:
+            job.deleteLater()
+
+    def cancel(self) -> None:
+        if self._job is not None:
+            job, self._job = self._job, None
+            job.succeeded.disconnect()
+            job.cancel()
+
+    def is_busy(self) -> bool:
+        return self._job is not None
+
+
+def row_of_key(model: DiffTableModel, name: str) -> int | None:
+    return next((r for r in range(model.rowCount()) if model.key(r).name == name), None)
+
+
+def _tree(model: DiffTreeModel) -> QTreeView:
+    view = QTreeView()
+    view.setModel(model)
+    view.setUniformRowHeights(True)
+    view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    view.header().resizeSection(diff_tree.KEYS, 60)
+    view.header().resizeSection(diff_tree.WORST, 120)
+    return view
