@@ -54,6 +54,9 @@ def _split_training_checkpoint(tree: dict[Any, Any], sections: dict[str, Section
     training: dict[str, Any] = {}
     for key, value in tree.items():
         key = str(key)
+        if type(value) in _PLAIN:  # the common case of a huge dict of numbers: no walk
+            training[key] = value
+            continue
         if not contains_tensor(value):
             training[key] = to_plain(value)
             continue
@@ -104,12 +107,17 @@ def flatten(tree: Any) -> tuple[dict[str, TensorInfo], dict[str, Any]]:
             keep = node.role if node.role != UNKNOWN else role
             tensors[path] = replace(node, name=path, role=keep)
             continue
-        children = list(_children(node))
-        stack.extend((_join(path, k), child, r or role) for k, child, r in reversed(children))
+        children = list(_children(node))  # only branches that may hold a tensor get a path
+        stack.extend((_join(path, k), child, r or role) for k, child, r in reversed(children)
+                     if type(child) not in _LEAVES)
     values = {}
     if isinstance(tree, dict):
         values = {str(k): to_plain(v) for k, v in tree.items() if not contains_tensor(v)}
     return tensors, values
+
+
+_PLAIN = {int, float, str, bool, type(None)}  # to_plain keeps these as they are
+_LEAVES = {*_PLAIN, bytes}
 
 
 def _children(node: Any) -> list[tuple[str, Any, str | None]]:

@@ -89,6 +89,15 @@ class MainWindow(QMainWindow):
         if paths:
             self.open_files(paths)
 
+    def choose_folder(self) -> None:
+        """Open a Hugging Face model folder (its weights, with its config beside them)."""
+        settings = QSettings()
+        start = str(settings.value("last_dir", ""))
+        folder = QFileDialog.getExistingDirectory(self, "Open model folder", start)
+        if folder:
+            settings.setValue("last_dir", str(Path(folder).parent))
+            self.open_path(folder)
+
     def choose_compare(self) -> None:
         """Pick two files (both at once, or A then B) and open the diff view."""
         paths = self._ask_files("Compare: choose two files (A and B)")
@@ -150,6 +159,16 @@ class MainWindow(QMainWindow):
             panel.set_sources(paths)
         elif current is not None and current.path not in panel.sources[:1]:
             panel.set_sources([current.path], current.checkpoint)
+        return panel
+
+    def convert_dropped(self, paths: list[str]) -> ConvertPanel:
+        """Files dropped on the toolbar's Convert button: queued in the Convert tab, each converted
+        with the options it shows."""
+        panel = self._find(lambda w: isinstance(w, ConvertPanel))
+        if not isinstance(panel, ConvertPanel):
+            panel = self.open_convert()
+        self.tabs.setCurrentWidget(panel)
+        panel.convert_files(list(paths))
         return panel
 
     def open_panel(self, key: str) -> QWidget | None:
@@ -285,7 +304,7 @@ def _empty_page() -> QWidget:
     page = QWidget()
     icon = QLabel(alignment=Qt.AlignmentFlag.AlignCenter)
     icon.setPixmap(app_icon().pixmap(96, 96))
-    title = QLabel("Drop a checkpoint here, or use File → Open… (Ctrl+O)",
+    title = QLabel("Drop a checkpoint or a model folder here, or use File → Open… (Ctrl+O)",
                    alignment=Qt.AlignmentFlag.AlignCenter)
     font = title.font()
     font.setPointSizeF(font.pointSizeF() * 1.25)

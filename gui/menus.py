@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QSettings, Qt, Signal
-from PySide6.QtGui import QAction, QIcon, QKeySequence
+from PySide6.QtCore import QEvent, QObject, QSettings, Qt, Signal
+from PySide6.QtGui import QAction, QDropEvent, QIcon, QKeySequence
 from PySide6.QtWidgets import QMenu, QStyle, QToolBar, QWidget
 
 from core import __version__
@@ -50,6 +50,8 @@ def build_menus(window: MainWindow, panels: Mapping[str, tuple[str, str, str, st
     file_menu = bar.addMenu("&File")
     open_action = act(file_menu, "&Open…", "Ctrl+O", window.choose_files,
                       icon(QStyle.StandardPixmap.SP_DialogOpenButton))
+    act(file_menu, "Open &Folder…", "Ctrl+Shift+O", window.choose_folder,
+        icon(QStyle.StandardPixmap.SP_DirOpenIcon))
     compare = act(file_menu, "Co&mpare Two Files…", "Ctrl+D", window.choose_compare,
                   icon(QStyle.StandardPixmap.SP_FileDialogContentsView))
     recent = RecentFilesMenu("Open &Recent", file_menu)
@@ -74,7 +76,30 @@ def build_menus(window: MainWindow, panels: Mapping[str, tuple[str, str, str, st
     for action in (open_action, compare, convert, *actions.panels.values()):
         toolbar.addAction(action)
     window.addToolBar(toolbar)
+    convert_button = toolbar.widgetForAction(convert)  # a drop target: files dropped here convert
+    convert_button.setAcceptDrops(True)
+    convert_button.installEventFilter(FileDropTarget(window.convert_dropped, convert_button))
+    convert.setToolTip("Convert checkpoints (Ctrl+Shift+C); drop files on this button to convert them")
     return actions
+
+
+class FileDropTarget(QObject):
+    """Makes the widget it filters accept dropped local files and hand their paths to `dropped`."""
+
+    def __init__(self, dropped: Callable[[list[str]], object], parent: QWidget) -> None:
+        super().__init__(parent)
+        self._dropped = dropped
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
+        kinds = (QEvent.Type.DragEnter, QEvent.Type.DragMove, QEvent.Type.Drop)
+        if event.type() not in kinds or not isinstance(event, QDropEvent):  # QDragEnterEvent is one
+            return False
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile() and u.toLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            if event.type() == QEvent.Type.Drop:
+                self._dropped(paths)
+        return True
 
 
 def add_action(owner: QWidget, menu: QMenu, text: str, shortcut: str | None,

@@ -1,9 +1,12 @@
-"""Build Checkpoint Studio's installers: `python packaging/build.py` (after the README's install
-and `pip install -e ".[package]"`).
+"""Build Checkpoint Studio's installers: `python packaging/build.py` (any Python 3.11 will do).
 
+0. creates (or reuses) the build environment <work>/installer-venv from
+   packaging/installer-requirements.txt and build-requirements.txt and runs again inside it, so
+   only the declared distributions can be frozen (`--current-env` freezes from the running one);
 1. renders the icon sizes from resources/icons/ckpt-studio.svg (build/icons/);
 2. runs PyInstaller on packaging/checkpoint-studio.spec -> dist/checkpoint-studio/ (one folder);
-3. strips torch's libraries, copies the bundled libraries' licence files, measures the size;
+3. strips torch's libraries, writes the bill of materials (dist/bom.json; the build fails on an
+   undeclared distribution), copies the bundled distributions' licence files, measures the size;
 4. on Linux: dist/checkpoint-studio-<version>-linux-<arch>.tar.gz and
    dist/checkpoint-studio_<version>_<arch>.deb (with `dpkg-deb`), and an AppImage when
    `appimagetool` is on PATH (neither PyPI nor Debian ships it; see packaging/README.md).
@@ -30,6 +33,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+import bom  # noqa: E402
+import buildenv  # noqa: E402
 import icons  # noqa: E402
 import slim  # noqa: E402
 
@@ -38,11 +43,6 @@ EXE = "ckpt-studio"
 APPSTREAM_ID = "io.github.checkpoint_studio.CheckpointStudio"
 MAINTAINER = "Checkpoint Studio developers <checkpoint-studio@example.invalid>"  # placeholder
 HOMEPAGE = "https://example.invalid/checkpoint-studio"  # placeholder until the project has one
-# Build and test tools of the environment, never in the bundle (their licences are not copied;
-# every other installed distribution's are, as a superset of what the bundle holds).
-BUILD_ONLY = {"pip", "wheel", "pyinstaller", "pyinstaller-hooks-contrib", "altgraph", "pytest",
-              "pytest-qt", "pytest-timeout", "hypothesis", "ruff", "import-linter", "grimp",
-              "iniconfig", "pluggy", "checkpoint-studio"}
 T = TypeVar("T")
 
 
@@ -55,6 +55,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dist", type=Path, default=ROOT / "dist", help="output folder")
     parser.add_argument("--work", type=Path, default=ROOT / "build", help="PyInstaller's work folder")
     parser.add_argument("--deb-compression", default="gzip", choices=["gzip", "xz", "zstd", "none"])
+    parser.add_argument("--venv", type=Path, default=None,
+                        help="the build environment (default: <work>/installer-venv)")
+    parser.add_argument("--current-env", action="store_true",
+                        help="freeze from the running interpreter instead of the build environment "
+                             "(undeclared distributions are still excluded, and fail the build if they "
+                             "reach the bundle)")
+    parser.add_argument("--analysis-only", action="store_true",
+                        help="stop after PyInstaller's analysis: only <dist>/bom.json, sized from the "
+                             "collected files before stripping")
     return parser.parse_args(argv)
 
 
@@ -68,9 +77,10 @@ def project_version() -> str:
 
 
 def run_pyinstaller(args: argparse.Namespace, icon_dir: Path) -> Path:
+    work = pyinstaller_work(args)
     env = dict(os.environ, CKPT_STUDIO_SLIM="1" if args.slim else "0",
-               CKPT_STUDIO_ICONS=str(icon_dir))
-    work = args.work / ("pyinstaller" if args.slim else "pyinstaller-full")
+               CKPT_STUDIO_ICONS=str(icon_dir), CKPT_STUDIO_MANIFEST=str(work / "manifest.json"),
+               CKPT_STUDIO_ANALYSIS_ONLY="1" if args.analysis_only else "0")
     command = [sys.executable, "-m", "PyInstaller", str(HERE / "checkpoint-studio.spec"),
                "--noconfirm", "--log-level", "WARN", "--distpath", str(args.dist),
                "--workpath", str(work)]
@@ -78,17 +88,22 @@ def run_pyinstaller(args: argparse.Namespace, icon_dir: Path) -> Path:
     return args.dist / APP
 
 
+def pyinstaller_work(args: argparse.Namespace) -> Path:
+    return args.work / ("pyinstaller" if args.slim else "pyinstaller-full")
+
+
 def internal_dir(folder: Path) -> Path:
     return folder / "_internal"
 
 
-def copy_licences(folder: Path) -> int:
+def copy_licences(folder: Path, components: list[bom.Component]) -> int:
     """Licence files of every bundled distribution (and Python's) into _internal/licenses/."""
     dest_root = internal_dir(folder) / "licenses"
+    bundled = {part.name for part in components}
     count = 0
     for dist in importlib.metadata.distributions():
         name = dist.metadata["Name"] or ""
-        if name.lower() in BUILD_ONLY or (dest_root / name).exists():
+        if buildenv.normalize(name) not in bundled or (dest_root / name).exists():
             continue
         count += _copy_dist_licences(dist, dest_root / name)
     python_licence = Path(sys.base_prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
@@ -235,14 +250,49 @@ def timed(what: str, make: Callable[[], T]) -> T:
     return result
 
 
+def in_build_env(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run this script again with the build environment's interpreter (created when needed)."""
+    venv = (args.venv or args.work / "installer-venv").resolve()
+    start = time.perf_counter()
+    python = buildenv.ensure_venv(venv)
+    print(f"build environment: {venv} ({time.perf_counter() - start:.0f} s)", flush=True)
+    command = [str(python), str(Path(__file__).resolve()), *argv, "--current-env",
+               "--dist", str(args.dist), "--work", str(args.work)]
+    return subprocess.run(command, env=buildenv.clean_env(), cwd=ROOT).returncode
+
+
+def bill_of_materials(args: argparse.Namespace, folder: Path | None) -> list[bom.Component]:
+    """Writes <dist>/bom.json, prints it; exits when the bundle holds an undeclared distribution."""
+    work = pyinstaller_work(args)
+    internal = internal_dir(folder) if folder is not None else None
+    # PyInstaller's archive of the bundle's bytecode (an analysis has no fresh one)
+    pyz = work / APP / "PYZ-00.pyz" if folder is not None else None
+    components = bom.bill_of_materials(work / "manifest.json", internal, pyz, ROOT)
+    print(bom.summary(components), flush=True)
+    args.dist.mkdir(parents=True, exist_ok=True)
+    bom.write_json(components, args.dist / "bom.json", folder_size(folder) if folder else None)
+    strays = bom.undeclared(components)
+    if strays:
+        raise SystemExit(f"the bundle holds distributions that packaging/installer-requirements.txt "
+                         f"does not declare: {', '.join(strays)}")
+    return components
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     args.dist, args.work = args.dist.resolve(), args.work.resolve()
     version = project_version()
+    if not args.current_env:
+        return in_build_env(args, argv)
     start = time.perf_counter()
     icon_dir = args.work / "icons"
     icons.render_all(icon_dir)
     folder = timed("PyInstaller", lambda: run_pyinstaller(args, icon_dir))
+    if args.analysis_only:
+        bill_of_materials(args, None)
+        print(f"analysis finished in {time.perf_counter() - start:.0f} s", flush=True)
+        return 0
     if args.slim and sys.platform.startswith("linux"):
         print(f"stripped symbols: {mib(slim.strip_libraries(internal_dir(folder)))} saved")
         orphans = slim.prune_orphans(internal_dir(folder))
@@ -250,8 +300,10 @@ def main(argv: list[str] | None = None) -> int:
         _, unprovided = slim.os_needs(internal_dir(folder))
         if unprovided:
             print(f"WARNING: needed but neither bundled nor in slim.OS_LIBRARIES: {sorted(unprovided)}")
-    print(f"licence files copied: {copy_licences(folder)}")
+    components = bill_of_materials(args, folder)
+    print(f"licence files copied: {copy_licences(folder, components)}")
     print(size_report(folder), flush=True)
+    bom.write_json(components, args.dist / "bom.json", folder_size(folder))
     if args.installers and sys.platform.startswith("linux"):
         linux_installers(folder, icon_dir, args, version)
     print(f"build finished in {time.perf_counter() - start:.0f} s", flush=True)

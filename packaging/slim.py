@@ -23,10 +23,6 @@ EXCLUDED_MODULES = [
     # standard-library and helper modules nothing in the app imports (checked by the self-test)
     "sqlite3", "_sqlite3", "readline", "setuptools", "pkg_resources", "distutils", "fsspec",
     "numpy.f2py",
-    # Hugging Face libraries: the installer does not carry them yet (HF export needs a Python install);
-    # installed beside the build they would otherwise be frozen in (~130 MiB)
-    "transformers", "huggingface_hub", "tokenizers", "hf_xet", "sentence_transformers", "optimum",
-    "accelerate", "timm",
     # torch's own test suite and optional integrations (each imported only by tests/plugins)
     "torch.utils.tensorboard", "tensorboard", "onnx.backend.test",
     # Qt modules no view uses (pyqtgraph needs QtOpenGL; it imports QtTest inside try/except)

@@ -66,9 +66,10 @@ def run_diff(args: argparse.Namespace) -> int:
 
         b = model_keys(args.model, search_path=Path.cwd())
     with ProgressBar("comparing", enabled=(args.values or bool(args.apply_remap)) and not args.json) as bar:
-        result = _diff(a, b, args, True, bar)  # suggestions are sampled: cheap even unasked
-        if not (args.suggest_remap or args.apply_remap):
-            _keep_telling_suggestions(result)
+        asked = args.suggest_remap or bool(args.apply_remap)
+        result = _diff(a, b, args, asked, bar)
+        if not asked:
+            _tell_strong_suggestions(result, a, b)
         if not args.apply_remap:
             _print(result, args)
             return EXIT_OK if result else EXIT_DIFFERENT
@@ -101,14 +102,21 @@ def _diff(a: Checkpoint, b: Checkpoint | dict[str, TensorInfo], args: argparse.N
                             atol=args.atol, rtol=args.rtol, suggest=suggest, progress=progress)
 
 
-def _keep_telling_suggestions(result: DiffResult) -> None:
-    """Unasked, show only the renames that explain most of A's unmatched keys (a `module.`
-    prefix, say): the user should hear of those; --suggest-remap lists every one."""
-    from core.diff.structure import ONLY_A
+def _tell_strong_suggestions(result: DiffResult, a: Checkpoint,
+                             b: Checkpoint | dict[str, TensorInfo]) -> None:
+    """Unasked, still show a rename that explains most of A's unmatched keys (a `module.` prefix,
+    say); --suggest-remap lists every suggestion. Only sections with keys unmatched on both sides
+    are searched, so identical key sets cost nothing."""
+    from core.diff.remap import suggest_remap
+    from core.diff.structure import ONLY_A, ONLY_B, section_tensors
 
     for section in result.sections:
         unmatched = len(section.with_status(ONLY_A))
-        section.suggestions = [s for s in section.suggestions if 2 * s.explains >= unmatched > 0]
+        if not unmatched or not section.with_status(ONLY_B):
+            continue
+        tb = b if isinstance(b, dict) else section_tensors(b, section.section_b, "B")
+        found = suggest_remap(section_tensors(a, section.section_a, "A"), tb)
+        section.suggestions = [s for s in found if 2 * s.explains >= unmatched]
 
 
 def _apply(a: Checkpoint, b: Checkpoint | dict[str, TensorInfo], result: DiffResult, args: argparse.Namespace,

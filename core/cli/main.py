@@ -27,9 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "all of it works")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    from core.cli import check, convert, diff, export, identify, inspect, scan
+    from core.cli import check, convert, diff, doctor, export, identify, inspect, scan
 
-    for module in (inspect, scan, convert, diff, export, check, identify):
+    for module in (inspect, scan, convert, diff, export, check, identify, doctor):
         module.add_parser(sub)
     _add_verbose_everywhere(sub)
     return parser

@@ -92,17 +92,22 @@ def _short(value: object, limit: int = 100) -> str:
 def print_findings(findings: list[Finding], console: Console) -> None:
     lines = [f"[{SEVERITY_STYLE.get(f.severity, '')}]{f.severity:>9}[/]  {escape(f.message)}"
              + (f" [dim]({escape(f.where)})[/dim]" if f.where else "") for f in findings]
-    console.print(Panel("\n".join(lines), title="This file contains code references; it was "
-                        "opened safely without running them", border_style="yellow",
+    title = ("This file contains code references; it was opened safely without running them"
+             if any(f.severity == "dangerous" for f in findings)
+             else "This file holds Python objects besides tensors; nothing in it was run")
+    console.print(Panel("\n".join(lines), title=title, border_style="yellow",
                         expand=console.is_terminal))
 
 
 def print_scan(result: ScanResult, console: Console | None = None) -> None:
     console = console or terminal_console()
-    if not result.findings:
+    for note in (f for f in result.findings if _is_note(f)):
+        console.print(f"Note: {note.message}", style="dim", markup=False, highlight=False)
+    code = [f for f in result.findings if not _is_note(f)]
+    if not code:
         console.print(f"[green]No code references found[/green] in {result.path} ({result.format}).")
         return
-    print_findings(result.findings, console)
+    print_findings(code, console)
     if result.refused_by_weights_only:
         console.print("torch.load(weights_only=True) would refuse this file.")
     allow = result.allow_line()

@@ -22,7 +22,7 @@ from core.convert.checksums import new_checksum
 from core.errors import Cancelled, CheckpointError
 from core.progress import Progress
 
-BUFFER = 1 << 20  # stays in the CPU cache between the read and the hash: a third less CPU than 8 MiB
+BUFFER = 2 << 20  # stays in the CPU cache between the read and the hash: a third less CPU than 8 MiB
 
 
 class SourceHasher:

@@ -16,12 +16,17 @@ from typing import Any
 from core.dtypes import itemsize
 from core.errors import CheckpointError
 from core.model import Checkpoint, Section, TensorInfo
+from core.report import human_bytes
 
 DTYPES = {"fp16": "float16", "float16": "float16", "half": "float16",
           "bf16": "bfloat16", "bfloat16": "bfloat16",
           "fp32": "float32", "float32": "float32", "float": "float32"}
 CASTABLE = {"float64", "float32", "float16", "bfloat16"}  # float8/float4 keep their scaling as is
 TRAINING_SECTIONS = {"optimizer", "scheduler", "training"}
+# A view (e.g. `torch.zeros(1).expand(10**9)`) is written out in full, as safetensors cannot store
+# views; refused when that makes the output both big and far bigger than the bytes it comes from.
+EXPANSION_LIMIT = 1 << 30
+EXPANSION_FACTOR = 16
 
 
 @dataclass
@@ -115,7 +120,31 @@ def build_plan(checkpoint: Checkpoint, options: ConvertOptions) -> Plan:
         plan.items.append(Item(new, replace(info, name=old), dtype))
     if not plan.items:
         raise CheckpointError("Nothing is left to write: the keep/drop rules removed every tensor.")
+    _refuse_expansion(plan)
     return plan
+
+
+def _refuse_expansion(plan: Plan) -> None:
+    """One sentence, before anything is written, when views would expand into a huge output."""
+    stored: dict[tuple[str, str], int] = {}
+    for item in plan.items:
+        storage = item.source.storage
+        assert storage is not None
+        stored[(str(storage.path), storage.key)] = storage.nbytes
+        if item.nbytes > EXPANSION_LIMIT and item.nbytes > EXPANSION_FACTOR * storage.nbytes:
+            raise CheckpointError(
+                f"The tensor '{item.source.name}' is a view of {human_bytes(storage.nbytes)} of data that "
+                f"would be written out in full as {human_bytes(item.nbytes)}; converted files cannot "
+                "keep views, so drop it with a drop rule.",
+                f"shape {item.source.shape}, stride {item.source.stride}, storage {storage.nbytes} bytes")
+    total, source = plan.nbytes, sum(stored.values())
+    if total > EXPANSION_LIMIT and total > EXPANSION_FACTOR * source:
+        biggest = max(plan.items, key=lambda i: i.nbytes)
+        raise CheckpointError(
+            f"The tensors to write are views of {human_bytes(source)} of data that would be written "
+            f"out as {human_bytes(total)} (the largest is '{biggest.source.name}'); converted "
+            "files cannot keep views, so drop them with drop rules.",
+            f"{len(plan.items)} tensors, {len(stored)} storages")
 
 
 def view_key(info: TensorInfo) -> tuple[Any, ...] | None:

@@ -5,11 +5,11 @@ tensors the kernel copies verbatim, over the source bytes by the source hasher's
 hashing.py), and again over the bytes read back from the written file.
 
 safetensors output is checked in two steps: `read_back` checksums every tensor's bytes through
-a memory map at the offsets the header gives them (while the source hash may still be running),
+a memory map at the offsets they were written to (while the source hash may still be running),
 then, once the header is final, `verify_header` opens the file with `safetensors.safe_open`
-(names, shapes, dtypes, metadata; the Rust loader validates the layout) and checks that every
-tensor's offsets are the ones whose bytes were read back. Verifying needs no torch. `.pt`
-output is opened with `torch.load(weights_only=True, mmap=True)`.
+(names, shapes, dtypes, metadata; the Rust loader validates the layout) and checks that the
+header places every tensor at exactly the bytes that were read back. Verifying needs no torch.
+`.pt` output is opened with `torch.load(weights_only=True, mmap=True)`.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from core.errors import ExportError
-from core.export import onnx, pt2, quantize, torchscript
+from core.export import aoti, executorch, onnx, pt2, quantize, torchscript
 from core.export.common import ExportOptions, ExportResult, Job, failure, publishing, run_eager
 from core.inputs import InputSpec, example_inputs, format_specs
 from core.progress import Progress, step
@@ -30,7 +30,8 @@ __all__ = ["TARGETS", "ExportOptions", "ExportResult", "export"]
 
 Step = tuple[str, Callable[[Job], ExportResult], str | None, int]  # target, run, quantized, stages
 
-TARGETS: dict[str, ModuleType] = {"onnx": onnx, "torchscript": torchscript, "pt2": pt2}
+TARGETS: dict[str, ModuleType] = {"onnx": onnx, "torchscript": torchscript, "pt2": pt2,
+                                   "aoti": aoti, "executorch": executorch}
 QUANTIZED: dict[str, Callable[[Job], ExportResult]] = {
     "torchscript": quantize.export_torchscript, "onnx": quantize.export_onnx}
 

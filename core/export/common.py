@@ -39,6 +39,7 @@ class ExportOptions:
     overwrite: bool = False
     protect: tuple[Path, ...] = ()  # files never written over (the checkpoint being exported)
     keep_going: bool = False  # a failed target becomes a result with `error` instead of raising
+    check_shapes: bool = False  # ONNX: a second shape must match for the legacy exporter too
     atol: float = 1e-4  # verification tolerance vs eager: |a - b| <= atol + rtol * |b|
     rtol: float = 1e-4
     seed: int = 0

@@ -63,7 +63,7 @@ def _say_when_empty(checkpoint: Checkpoint) -> Checkpoint:
     why = (f"it holds only plain values ({', '.join(values[:5])}{', ...' if len(values) > 5 else ''})"
            if values else "it lists none")
     checkpoint.findings.append(Finding(
-        kind=NO_TENSORS, name=checkpoint.path.name, severity="unknown", blocks_weights_only=False,
+        kind=NO_TENSORS, name=checkpoint.path.name, severity="info", blocks_weights_only=False,
         message=f"This {checkpoint.format} file holds no tensors: {why}."))
     return checkpoint
 

@@ -95,7 +95,7 @@ def _no_weights(scan: GraphScan) -> Finding:
     else:
         why = (f"its graph has {scan.nodes} node(s) and no initializers, Constant nodes or "
                "subgraph weights: the weights are not in this file")
-    return Finding(kind="no-tensors", name="graph", severity="unknown", blocks_weights_only=False,
+    return Finding(kind="no-tensors", name="graph", severity="info", blocks_weights_only=False,
                    message=f"This ONNX file holds no weights: {why}.")
 
 

@@ -20,6 +20,8 @@ MAX_DEPTH = 32  # protobuf itself refuses deeper graphs (about 100 nested messag
 TENSOR, SPARSE, ATTRIBUTE = "tensor", "sparse", "attribute"
 # AttributeProto field numbers
 A_NAME, A_F, A_I, A_T, A_G, A_FLOATS, A_INTS, A_GRAPHS, A_SPARSE = 1, 2, 3, 5, 6, 7, 8, 11, 22
+# first byte of a `g`/`graphs` tag, written minimally or as an over-long varint (protobuf takes both)
+_GRAPH_TAG_BYTES = [bytes([key]) for n in (A_G, A_GRAPHS) for key in (n << 3 | 2, 0x80 | n << 3 | 2)]
 CONSTANT_VALUES = {"value": A_T, "sparse_value": A_SPARSE, "value_float": A_F,
                     "value_floats": A_FLOATS, "value_int": A_I, "value_ints": A_INTS}
 
@@ -96,6 +98,8 @@ def _scan_node(buf: pw.Buffer, node: pw.Field, scan: GraphScan, prefix: str, dep
     if is_constant:
         scan.constant_nodes += 1
     for attr in attributes:
+        if not is_constant and not _may_hold_graph(buf, attr):
+            continue
         attr_name, values = _attribute(buf, attr)
         if is_constant and attr_name in CONSTANT_VALUES:
             _constant(buf, scan, prefix + (outputs[0] if outputs else label), attr_name, attr, values)
@@ -105,6 +109,13 @@ def _scan_node(buf: pw.Buffer, node: pw.Field, scan: GraphScan, prefix: str, dep
         for g in values.get(A_G, []):
             scan.subgraphs += 1
             scan_graph(buf, g, scan, f"{prefix}{label}/{attr_name}/", depth + 1)
+
+
+def _may_hold_graph(buf: pw.Buffer, attr: pw.Field) -> bool:
+    """False only when no byte of the attribute could be the tag of `g` or `graphs`: then it
+    cannot hold a subgraph and need not be parsed (most attributes of a large graph)."""
+    payload = bytes(buf[attr.start:attr.end])
+    return any(tag in payload for tag in _GRAPH_TAG_BYTES)
 
 
 def _attribute(buf: pw.Buffer, attr: pw.Field) -> tuple[str, dict[int, list[pw.Field]]]:

@@ -20,6 +20,7 @@ from core.formats.onnx_graph import A_F, A_I, CONSTANT_VALUES, Found, sub_fields
 from core.formats.onnx_tensor import (
     EXTERNAL,
     ONNX_DTYPES,
+    ONNX_TYPE_NAMES,
     TYPED_ENCODING,
     TensorRecord,
     expected_nbytes,
@@ -67,8 +68,6 @@ def tensor_storage(path: Path, buf: pw.Buffer, rec: TensorRecord, key: str,
 def _dtype(rec: TensorRecord, key: str) -> str:
     dtype = ONNX_DTYPES.get(rec.data_type)
     if dtype is None:
-        from core.formats.onnx_tensor import ONNX_TYPE_NAMES
-
         kind = ONNX_TYPE_NAMES.get(rec.data_type, f"type {rec.data_type}")
         raise Unreadable(f"The tensor '{key}' holds {kind} values, which this app does not "
                          "read; it was left out.")
@@ -88,12 +87,11 @@ def found_storage(path: Path, buf: pw.Buffer, found: Found,
 # ---- Constant value_float(s) / value_int(s) -------------------------------------------------
 
 def _attribute_values(buf: pw.Buffer, attr: pw.Field) -> tuple[str, list[pw.Field]]:
-    name, fields = "", []
-    for f in sub_fields(buf, attr):
-        if f.number == 1:
-            name = pw.text(buf, f)
-    number = CONSTANT_VALUES.get(name)
-    fields = [f for f in sub_fields(buf, attr) if f.number == number]
+    parts = sub_fields(buf, attr)
+    names = [pw.text(buf, f) for f in parts if f.number == 1]
+    number = CONSTANT_VALUES.get(names[-1] if names else "")
+    fields = [f for f in parts if f.number == number]
+    name = names[-1] if names else ""
     if number in (A_F, A_I):
         fields = fields[-1:]  # a scalar field: the last one wins, as in protobuf
     return name, fields

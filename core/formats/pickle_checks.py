@@ -15,6 +15,7 @@ from core.errors import CorruptFile
 from core.model import Opaque
 
 CYCLE = Opaque("<reference to itself>")
+_LEAVES = {int, float, str, bytes, bool, type(None)}  # never containers: no need to ask
 _Slot = tuple[str, Any] | None  # where a child sits in its parent (None: cannot be replaced)
 
 
@@ -25,7 +26,7 @@ def check_tree(root: Any, max_depth: int, max_nodes: int, where: str = "") -> No
         return
     done: dict[int, tuple[int, int]] = {}  # id -> (depth, expanded size)
     on_path = {id(root)}
-    frames: list[list[Any]] = [[root, iter(kids), 0, 0]]  # obj, children, max depth, size
+    frames: list[list[Any]] = [[root, iter(kids[1]), 0, kids[0]]]  # obj, children, depth, size
     while frames:
         frame = frames[-1]
         for slot, child in frame[1]:
@@ -41,7 +42,7 @@ def check_tree(root: Any, max_depth: int, max_nodes: int, where: str = "") -> No
                 if len(frames) >= max_depth:
                     raise CorruptFile("The file's data is nested too deeply to read safely.",
                                       f"{where}: more than {max_depth} levels")
-                frames.append([child, iter(grandkids), 0, 0])
+                frames.append([child, iter(grandkids[1]), 0, grandkids[0]])
                 on_path.add(key)
                 break
         else:
@@ -113,21 +114,28 @@ def _bad_key(detail: str) -> CorruptFile:
     return CorruptFile("The file's data uses keys too complex to read safely.", detail)
 
 
-def _children(obj: Any) -> list[tuple[_Slot, Any]] | None:
-    """(slot, child) pairs of a container, or None for a leaf value."""
+def _children(obj: Any) -> tuple[int, list[tuple[_Slot, Any]]] | None:
+    """(number of plain leaves, (slot, child) pairs of the rest) of a container; None for a leaf.
+    Leaves (numbers, text) are only counted: a 6-million-key dict must not cost a tuple each."""
     if isinstance(obj, dict):
         pairs: list[tuple[_Slot, Any]] = []
         for k, v in obj.items():
-            pairs += [(None, k), (("key", k), v)]
+            if type(k) not in _LEAVES:
+                pairs.append((None, k))
+            if type(v) not in _LEAVES:
+                pairs.append((("key", k), v))
         attrs = getattr(obj, "attrs", None)
-        return pairs + [(None, attrs)] if isinstance(attrs, dict) else pairs
+        pairs += [(None, attrs)] if isinstance(attrs, dict) else []
+        return 2 * len(obj) - len(pairs) + (isinstance(attrs, dict)), pairs
     if isinstance(obj, list):
-        return [(("index", i), v) for i, v in enumerate(obj)]
+        pairs = [(("index", i), v) for i, v in enumerate(obj) if type(v) not in _LEAVES]
+        return len(obj) - len(pairs), pairs
     if isinstance(obj, (tuple, set, frozenset)):
-        return [(None, v) for v in obj]
+        pairs = [(None, v) for v in obj if type(v) not in _LEAVES]
+        return len(obj) - len(pairs), pairs
     if isinstance(obj, Opaque):
-        return ([(("args", i), v) for i, v in enumerate(obj.args)] + [(("state", 0), obj.state)]
-                + [(("items", i), v) for i, v in enumerate(obj.items)])
+        return 0, ([(("args", i), v) for i, v in enumerate(obj.args)] + [(("state", 0), obj.state)]
+                   + [(("items", i), v) for i, v in enumerate(obj.items)])
     return None
 
 

@@ -6,6 +6,7 @@ Nothing here imports or calls anything named by the file.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -56,9 +57,9 @@ def stop(vm: VM) -> None:
     raise _Stop
 
 
-@op(b"(")
-def mark(vm: VM) -> None:
-    vm.mark()
+DISPATCH[ord("(")] = lambda vm: vm.mark()
+DISPATCH[ord("1")] = lambda vm: vm.pop_mark()  # POP_MARK
+DISPATCH[ord("2")] = lambda vm: vm.stack.append(vm.top())  # DUP
 
 
 @op(b"0")
@@ -67,16 +68,6 @@ def pop(vm: VM) -> None:
         vm.stack.pop()
     else:
         vm.pop_mark()
-
-
-@op(b"1")
-def pop_mark(vm: VM) -> None:
-    vm.pop_mark()
-
-
-@op(b"2")
-def dup(vm: VM) -> None:
-    vm.stack.append(vm.top())
 
 
 # ---- numbers -------------------------------------------------------------------------------
@@ -160,7 +151,8 @@ def tuple_(vm: VM) -> None:
 
 @op(b"\x85")
 def tuple1(vm: VM) -> None:
-    vm.stack.append(tuple(_pop_n(vm, 1)))
+    stack = vm.stack
+    stack[-1] = (stack[-1] if stack else vm.pop(),)
 
 
 @op(b"\x86")
@@ -379,11 +371,24 @@ _SIZED: dict[bytes, tuple[str, int, Callable[[bytes], Any] | None]] = {
 }
 
 
+def _number(fmt: str, size: int) -> Callable[[VM], None]:
+    """BININT, BININT1, BININT2, BINFLOAT: the commonest opcodes of big pickles, kept lean."""
+    unpack_from = struct.Struct(fmt).unpack_from
+
+    def read(vm: VM) -> None:
+        pos = vm.pos
+        if size > len(vm.data) - pos:
+            vm.take(size)  # raises "ends too early"
+        vm.pos = pos + size
+        vm.stack.append(unpack_from(vm.data, pos)[0])
+    return read
+
+
 def _register_tables() -> None:
     for code, make in _CONSTANTS.items():
         DISPATCH[code[0]] = lambda vm, make=make: vm.stack.append(make())
     for code, (fmt, size) in _NUMBERS.items():
-        DISPATCH[code[0]] = lambda vm, fmt=fmt, size=size: vm.stack.append(vm.unpack(fmt, size))
+        DISPATCH[code[0]] = _number(fmt, size)
     for code, (fmt, size) in _MEMO_GETS.items():
         DISPATCH[code[0]] = lambda vm, fmt=fmt, size=size: vm.stack.append(
             vm.memo_get(vm.unpack(fmt, size)))

@@ -194,14 +194,24 @@ def _check_metadata(metadata: Any) -> None:
 
 
 def check_no_state(state: Any) -> None:
-    """torch sets every attribute of a tensor's saved state on the loaded tensor (`data`,
-    `requires_grad`, ...; torch._utils._set_obj_state). We cannot reproduce that, so only an
-    empty state is read; anything else is refused instead of shown differently."""
-    empty = not state if not isinstance(state, tuple) else len(state) == 2 and not any(state)
-    if not empty:
+    """torch sets every attribute of a tensor's saved state on the loaded tensor
+    (torch._utils._set_obj_state). Plain Python attributes (`t.note = "x"`) leave its values
+    alone; a name torch.Tensor has (`data`, `requires_grad`, `__class__`, ...) would change what
+    torch loads, so such a state is refused instead of shown differently."""
+    parts = state if isinstance(state, tuple) else (state, None)
+    if len(parts) != 2 or not all(not part or isinstance(part, dict) and all(
+            type(k) is str and not _tensor_has(k) for k in part) for part in parts):
         raise CorruptFile("A tensor in the file carries extra settings that torch would apply "
                           "to it when loading; this app cannot show it exactly as torch loads it, "
                           "so the file was not opened.", f"tensor state {brief(state)}")
+
+
+def _tensor_has(name: str) -> bool:
+    try:
+        import torch
+    except ImportError:  # cannot tell without torch: treat every name as one that matters
+        return True
+    return hasattr(torch.nn.Parameter, name)  # a subclass of torch.Tensor: covers both
 
 
 _BAD_QTENSOR = "A quantized tensor in the file is described inconsistently; the file is damaged."

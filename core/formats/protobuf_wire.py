@@ -79,6 +79,17 @@ def iter_fields(buf: Buffer, start: int, end: int) -> Iterator[Field]:
     """Every field of the message occupying buf[start:end], in file order."""
     pos = start
     while pos < end:
+        key = buf[pos]
+        # fast path (most tags and short lengths are one byte); the general readers check the rest
+        if key < 0x80 and key >= 8 and key & 7 == LEN and pos + 1 < end and buf[pos + 1] < 0x80:
+            vstart = pos + 2
+            vend = vstart + buf[pos + 1]
+            if vend > end:
+                raise WireError(f"a block of {buf[pos + 1]} bytes at byte {vstart} runs past the "
+                                f"end of its message ({end - vstart} bytes left)")
+            yield Field(key >> 3, LEN, vend - vstart, vstart, vend, pos)
+            pos = vend
+            continue
         number, wire, after = read_tag(buf, pos, end)
         value, vstart, vend = read_value(buf, after, end, wire)
         yield Field(number, wire, value, vstart, vend, pos)

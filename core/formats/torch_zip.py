@@ -49,21 +49,17 @@ def open(path: Path) -> Checkpoint:  # noqa: A001 - the reader interface
 
     try:
         archive = open_archive(path)
-    except CorruptFile as error:
+        _check_layout(archive)
+    except CorruptFile as error:  # damaged: still name what its pickles would run
         raise name_payloads(path, error) from None
-    tree, findings, info = load_tree(archive)
+    tree, findings, info = load_tree(archive)  # its pickle errors name payloads seen before them
     sections, weights = build_sections(tree)
     return Checkpoint(path, FORMAT, sections, weights, info, findings)
 
 
 def load_tree(archive: ZipArchive, pickle_name: str = "data.pkl") -> tuple[Any, list, dict]:
     """Unpickle `<folder>/<pickle_name>` as torch.load does: (value, findings, metadata)."""
-    outside = archive.outside_folder()
-    if outside:
-        raise CorruptFile("The file is damaged or incomplete: it has entries outside its "
-                          "checkpoint folder.", f"{outside[0]!r} is not under {archive.folder}/")
-    version = read_version(archive)
-    byteorder = read_byteorder(archive)
+    version, byteorder = _check_layout(archive)
     storages: dict[Any, Storage] = {}  # torch's loaded_storages: by the raw key (0 is not "0")
     records: dict[str, Any] = {}  # record -> the raw key that named it first
     devices: set[str] = set()
@@ -111,6 +107,15 @@ def _ascii(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("ascii", "replace")
     return value if isinstance(value, str) else brief(value)
+
+
+def _check_layout(archive: ZipArchive) -> tuple[int, str]:
+    """The archive's version and byte order, after checking every entry is in its folder."""
+    outside = archive.outside_folder()
+    if outside:
+        raise CorruptFile("The file is damaged or incomplete: it has entries outside its "
+                          "checkpoint folder.", f"{outside[0]!r} is not under {archive.folder}/")
+    return read_version(archive), read_byteorder(archive)
 
 
 def name_payloads(path: Path, error: CorruptFile) -> CheckpointError:

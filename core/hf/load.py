@@ -6,13 +6,14 @@ class's own rules (modeling_utils `_adjust_missing_and_unexpected_keys`):
     (GPT-2's old `attn.bias` mask buffers, for instance);
   - `position_ids` and `rotary_emb.inv_freq`: buffers older checkpoints saved and current classes
     rebuild (non-persistent) - ignored when the model has such a buffer;
-  - tied weights (`all_tied_weights_keys`, target -> source): the target is not stored, it *is* the
-    source tensor;
+  - tied weights: the target is not stored, it *is* the source tensor (core.arch's report finds
+    them by identity, so a tie transformers did not make is never assumed);
   - a checkpoint saved from a model with a task head, loaded into the base model: the head's keys
     (outside `base_model_prefix`) have no place in the base model.
-Everything forgiven is named in the report's `ignored`, with the reason. Checkpoints saved in a
-layout older than the installed transformers' classes are renamed by the class's own
-`WeightRenaming` rules (transformers' conversion_mapping), when that makes more names fit.
+Everything forgiven is named in the report's `ignored`, with the reason. Checkpoints whose saved
+names differ from the installed class's (older layouts; transformers 5 also saves some classes, such
+as ViT, in the older layout) are renamed by the class's own `WeightRenaming` rules (transformers'
+conversion_mapping), when that makes more names fit.
 """
 
 from __future__ import annotations
@@ -57,7 +58,6 @@ def apply_rules(model: nn.Module, report: LoadReport) -> LoadReport:
                                               "checkpoints saved it)"))
     missing_rules = [(p, f"{cls} does not need it stored") for p in _patterns(
         model, "_keys_to_ignore_on_load_missing")]
-    tied = dict(getattr(model, "all_tied_weights_keys", None) or {})
     prefix = getattr(model, "base_model_prefix", "") or ""
     head_dropped = bool(prefix) and report.prefix_stripped == prefix + "."
     kept = []
@@ -67,18 +67,17 @@ def apply_rules(model: nn.Module, report: LoadReport) -> LoadReport:
             why = f"part of the saved model's task head, which the {cls} has no place for"
         _keep_or_ignore(report, key, why, kept)
     report.unexpected, kept = kept, []
-    for key in report.missing:
-        why = f"tied to {tied[key]}" if key in tied else _first_match(key, missing_rules)
-        if why and key in tied and key not in report.tied:
-            report.tied[key] = tied[key]
-        _keep_or_ignore(report, key, why if key not in report.tied else None, kept)
+    for key in report.missing:  # tied ones stay listed (with report.tied): the report's `ok` knows
+        _keep_or_ignore(report, key, None if key in report.tied else
+                        _first_match(key, missing_rules), kept)
     report.missing = kept
     return report
 
 
 def with_renames(model: nn.Module, checkpoint: Any) -> tuple[Any, Any]:
     """(checkpoint, remap) for load_weights: transformers' renaming rules for this class when they
-    make more of the checkpoint's names fit the model (an older saved layout), else no remap."""
+    make more of the checkpoint's names fit the model (a saved layout that differs from the
+    class's: older checkpoints, and what transformers 5 itself saves for some classes)."""
     rename = _renamer(model)
     section = checkpoint.sections.get(checkpoint.weights) if checkpoint.weights else None
     if rename is None or section is None:

@@ -8,7 +8,9 @@ model's outputs as a tuple, with input specs that respect the config and the out
 Inputs, as Optimum's OnnxConfig builds them per task: text models take those of `input_ids`,
 `attention_mask`, `token_type_ids` their `forward` accepts (`token_type_ids` only where the config
 has more than one token type), with dynamic batch and sequence up to the config's maximum positions;
-image models take `pixel_values` at the config's image size. Causal LMs run without a KV cache.
+causal LMs also `position_ids` (so left-padded batches work) and run without a KV cache; image
+models take `pixel_values` at the config's image size. The wrapper takes them positionally in that
+order (its parameters are slots: the i-th input goes to the i-th name in `input_names`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
     from core.arch import LoadReport
+    from core.export import ExportOptions
 
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 SKIPPED_OUTPUTS = {"hidden_states", "attentions", "cross_attentions", "past_key_values", "loss"}
@@ -46,6 +49,15 @@ class HFModel:
     model_class: str
     report: LoadReport | None = None
     notes: list[str] = field(default_factory=list)
+
+    def export_options(self, **overrides: Any) -> ExportOptions:
+        """ExportOptions for this model: its output names, the legacy ONNX exporter (as Optimum;
+        ~10x faster than torch.export here) and verification at a second shape that must match."""
+        from core.export import ExportOptions
+
+        fields = {"name": self.folder.resolve().name or "model", "onnx_exporter": "legacy",
+                  "check_shapes": True, "output_names": tuple(self.output_names)}
+        return ExportOptions(**(fields | overrides))
 
     def to_dict(self) -> dict[str, Any]:
         return {"folder": str(self.folder), "task": self.task, "model_class": self.model_class,
@@ -70,8 +82,8 @@ def load_hf_model(path: str | Path, task: str | None = None, *, pooling: bool = 
     report = _load(model, folder, path if Path(path).is_file() else weights, strict)
     specs = input_specs(model, config, task)
     wrapper = wrap(model, specs, task)
-    notes = [f"{report.renamed} names renamed by transformers' rules for an older saved layout"
-             ] if report.renamed else []
+    notes = [f"{report.renamed} names renamed by transformers' rules (the saved layout differs "
+             "from the class's)"] if report.renamed else []
     if pooling:
         wrapper, note = pooled_module(wrapper, pooling_folder)
         notes.append(note)
@@ -110,10 +122,12 @@ def input_specs(model: nn.Module, config: dict[str, Any], task: str) -> list[Inp
     vocab = int(config.get("vocab_size") or 2)
     specs = [InputSpec("input_ids", "int64", (batch, seq), (0, vocab - 1))]
     if "attention_mask" in accepted:
-        specs.append(InputSpec("attention_mask", "int64", (batch, seq), padded=True))
+        specs.append(InputSpec("attention_mask", "int64", (batch, seq), fill="padded"))
     types = int(config.get("type_vocab_size") or 0)
     if "token_type_ids" in accepted and types > 1:
         specs.append(InputSpec("token_type_ids", "int64", (batch, seq), (0, types - 1)))
+    if task == "causal-lm" and "position_ids" in accepted:  # as Optimum: batched left padding
+        specs.append(InputSpec("position_ids", "int64", (batch, seq), fill="positions"))
     return specs
 
 
@@ -174,9 +188,9 @@ def _classes() -> dict[str, type]:
             return tuple(out[name] for name in self.output_names)
 
     class TextModel(Wrapped):
-        def forward(self, input_ids: Any, attention_mask: Any = None,
-                    token_type_ids: Any = None) -> tuple[Any, ...]:
-            return self._outputs(input_ids, attention_mask, token_type_ids)
+        def forward(self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None,
+                    position_ids: Any = None) -> tuple[Any, ...]:
+            return self._outputs(input_ids, attention_mask, token_type_ids, position_ids)
 
     class VisionModel(Wrapped):
         def forward(self, pixel_values: Any) -> tuple[Any, ...]:

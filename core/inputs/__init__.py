@@ -111,6 +111,8 @@ def _random(spec: InputSpec, shape: tuple[int, ...], gen: torch.Generator) -> to
     dtype = getattr(torch, spec.dtype)
     if spec.padded and len(shape) == 2:
         return _padding_mask(shape, gen).to(dtype)
+    if spec.fill == "positions" and len(shape) == 2:
+        return torch.arange(shape[1]).repeat(shape[0], 1).to(dtype)
     if spec.dtype == "bool":
         return torch.randint(0, 2, shape, generator=gen).bool()
     if dtype.is_floating_point:

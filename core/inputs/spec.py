@@ -10,9 +10,9 @@ be left out: `(..64)`, `(2..)`) and an optional example size `=N`. A name used a
 range and size (`batch` above). `in LOW..HIGH` bounds the generated values (inclusive; integer
 inputs default to 0..9, floating inputs are standard normal). A trailing `padded` makes the input a
 padding mask (each row ones then zeros, the first row full, every row at least one 1), as a padded
-batch of sequences has:
+batch of sequences has; a trailing `positions` makes each row count 0, 1, 2, ... (position ids):
 
-    attention_mask: int64[batch, seq] padded
+    attention_mask: int64[batch, seq] padded; position_ids: int64[batch, seq] positions
 
 Inputs are passed to `forward` positionally, in the order written.
 
@@ -35,6 +35,7 @@ ALIASES = {"float": "float32", "half": "float16", "double": "float64", "long": "
            "int": "int32", "fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 DEFAULT_MIN = 1
 EXAMPLE = "x: float32[batch(1..64), 3, 224, 224]"
+FILLS = ("padded", "positions")
 
 
 @dataclass(frozen=True)
@@ -75,21 +76,25 @@ class Dim:
 @dataclass(frozen=True)
 class InputSpec:
     """One input of `forward`: its name, dtype (torch name) and dims; `values` bounds example data;
-    `padded` makes example data a padding mask (see the module docstring)."""
+    `fill` makes example data a padding mask ("padded") or position ids ("positions")."""
 
     name: str
     dtype: str
     dims: tuple[Dim, ...] = field(default_factory=tuple)
     values: tuple[float, float] | None = None
-    padded: bool = False
+    fill: str | None = None
+
+    @property
+    def padded(self) -> bool:
+        return self.fill == "padded"
 
     def to_text(self) -> str:
         dims = ", ".join(d.to_text() for d in self.dims)
         rng = f" in {_num(self.values[0])}..{_num(self.values[1])}" if self.values else ""
-        return f"{self.name}: {self.dtype}[{dims}]{rng}" + (" padded" if self.padded else "")
+        return f"{self.name}: {self.dtype}[{dims}]{rng}" + (f" {self.fill}" if self.fill else "")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "values": self.values, "padded": self.padded,
+        return {"name": self.name, "dtype": self.dtype, "values": self.values, "fill": self.fill,
                 "dims": [{"name": d.name, "value": d.value, "min": d.min, "max": d.max}
                          for d in self.dims]}
 
@@ -194,12 +199,12 @@ def _parse_one(p: _Parser) -> InputSpec:
         values = (lo, float(p.take("num", "the highest value")))
         if values[0] > values[1]:
             p.fail(f"the value range of '{name}' goes from {_num(lo)} down to {_num(values[1])}")
-    padded = p.peek() == "padded"
-    if padded:
+    fill = p.peek() if p.peek() in FILLS else None
+    if fill:
         p.i += 1
         if len(dims) != 2:
-            p.fail(f"a padding mask ('{name}') has two dims, [batch, sequence]")
-    return InputSpec(name, dtype, tuple(dims), values, padded)
+            p.fail(f"'{fill}' inputs ('{name}') have two dims, [batch, sequence]")
+    return InputSpec(name, dtype, tuple(dims), values, fill)
 
 
 def _parse_dim(p: _Parser) -> Dim:

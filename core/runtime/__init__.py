@@ -22,7 +22,7 @@ from core.runtime.base import Runner
 
 __all__ = ["Runner", "build_runner", "BACKENDS"]
 
-BACKENDS = ("eager", "compiled", "torchscript", "pt2", "onnxruntime")
+BACKENDS = ("eager", "compiled", "torchscript", "pt2", "aoti", "onnxruntime", "executorch")
 
 
 def build_runner(source: str | Path, trust: bool = False, *, checkpoint: str | Path | None = None,
@@ -51,7 +51,13 @@ def build_runner(source: str | Path, trust: bool = False, *, checkpoint: str | P
 def _from_file(path: Path, trust: bool, device: str, threads: int | None,
                providers: list[str] | None, input_dtypes: dict[str, str] | None) -> Runner:
     from core.formats import open_checkpoint
+    from core.runtime import aoti, executorch
 
+    if aoti.sniff(path):  # compiled packages, which the checkpoint readers don't open
+        _set_torch_threads(threads)
+        return aoti.AotiRunner.load(path, trust, input_dtypes=input_dtypes, device=device)
+    if executorch.sniff(path):
+        return executorch.ExecuTorchRunner.load(path, device)
     fmt = open_checkpoint(path).format  # sniffs the content; refuses unsafe ONNX external data
     torch_kwargs = {"input_dtypes": input_dtypes, "device": device}
     if fmt == "onnx":

@@ -5,12 +5,12 @@ and the largest relative change ||B−A||/||A|| below it."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, Qt
 
-from core.diff.structure import DTYPE, ONLY_A, ONLY_B, SAME, SHAPE, DiffResult, KeyDiff
+from core.diff.structure import DTYPE, ONLY_A, ONLY_B, SAME, SHAPE, DiffResult, KeyDiff, gc_paused
 from core.diff.values import CLOSE, DIFFERENT
 from gui.models.diff_table import STATUS_RGB, VALUE_RGB, VALUE_TEXT, status_texts, tint
 
@@ -66,26 +66,46 @@ def names_by_depth(root: DiffNode) -> Iterator[tuple[str, int]]:
 
 def build_diff_tree(keys: list[KeyDiff]) -> DiffNode:
     root = DiffNode("", None, 0)
-    for key in keys:
-        node, rank, change = root, key_rank(key), key_change(key)
-        _count(node, rank, change)
-        for part in key.name.split("."):
-            child = node.by_name.get(part)
-            if child is None:
-                child = node.by_name[part] = DiffNode(part, node, len(node.children))
-                node.children.append(child)
-            node = child
-            _count(node, rank, change)
-        node.key = key
+    with gc_paused():  # 200k new nodes would trigger many useless cyclic-GC passes
+        for key in keys:
+            node = root
+            for part in key.name.split("."):
+                child = node.by_name.get(part)
+                if child is None:
+                    child = node.by_name[part] = DiffNode(part, node, len(node.children))
+                    node.children.append(child)
+                node = child
+            node.key = key
+        _subtotal(root)
     return root
 
 
-def _count(node: DiffNode, rank: str, change: float | None) -> None:
-    node.keys += 1
-    if RANKS[rank] > RANKS[node.worst]:
-        node.worst = rank
-    if change is not None and (node.change is None or change > node.change):
-        node.change = change
+def _subtotal(root: DiffNode) -> None:
+    """Fill keys/worst/change bottom-up, without recursion: one visit per node."""
+    order, stack = [], [root]
+    while stack:
+        node = stack.pop()
+        order.append(node)
+        stack.extend(node.children)
+    for node in reversed(order):  # children before their parent
+        worst, changes = SAME, []
+        if node.key is not None:
+            node.keys, worst = 1, key_rank(node.key)
+            changes.append(key_change(node.key))
+        for child in node.children:
+            node.keys += child.keys
+            worst = child.worst if RANKS[child.worst] > RANKS[worst] else worst
+            changes.append(child.change)
+        node.worst = worst
+        node.change = _largest(changes)
+
+
+def _largest(changes: list[float | None]) -> float | None:
+    """The largest change; an infinite one (A all zeros, e.g. a LayerNorm bias) only when no finite
+    one exists, as it would hide every finite one."""
+    known = [c for c in changes if c is not None]
+    finite = [c for c in known if math.isfinite(c)]
+    return max(finite) if finite else (known[0] if known else None)
 
 
 class DiffTreeModel(QAbstractItemModel):
@@ -95,9 +115,12 @@ class DiffTreeModel(QAbstractItemModel):
         self._texts = status_texts(False)
         self._colours = {s: tint(STATUS_RGB.get(s) or VALUE_RGB.get(s)) for s in RANKS}
 
-    def set_result(self, result: DiffResult | None) -> None:
+    def set_result(self, result: DiffResult | None,
+                   order: Callable[[list[KeyDiff]], list[KeyDiff]] | None = None) -> None:
+        """`order`: puts the keys in the order the tree shows them (default: the result's)."""
         self.beginResetModel()
         keys = [k for s in result.sections for k in s.keys] if result is not None else []
+        keys = order(keys) if order is not None else keys
         self._texts = status_texts(result is not None and result.against_model)
         self.root = build_diff_tree(keys)
         self.endResetModel()

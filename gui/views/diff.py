@@ -127,7 +127,7 @@ class DiffView(QWidget):
         self.suggestions.selection_changed.connect(self._update_buttons)
         splitter.addWidget(self.suggestions)
         splitter.setStretchFactor(0, 1)
-        splitter.setSizes([420, 260, 170])
+        splitter.setSizes([440, 260, 120])
         page = QWidget()
         layout = QVBoxLayout(page)
         layout.setContentsMargins(0, 0, 0, 0)

@@ -5,10 +5,12 @@ pyqtgraph is imported with the first plot; the histograms are computed on the wo
 
 from __future__ import annotations
 
+import html
 import math
 from typing import Any
 
 from PySide6.QtCore import QModelIndex, Qt, Signal
+from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QLabel,
@@ -19,18 +21,20 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.diff.structure import KeyDiff
+from core.diff.structure import ONLY_B, KeyDiff
+from core.report import shape_text
 from core.stats import TensorStats, tensor_stats
 from gui.models import diff_table, diff_tree
 from gui.models.diff_table import VALUE_RGB, DiffTableModel
 from gui.models.diff_tree import DiffTreeModel, key_change, names_by_depth
+from gui.models.tensor_table import natural_key
 from gui.views.diff_jobs import Opened
 from gui.views.latency_plots import make_plot
-from gui.views.name_columns import fit_name_column, readable_names
+from gui.views.name_columns import MEASURED_NAMES, fit_name_column, fit_text_columns, readable_names
 from gui.views.tensor_detail import histogram_bins
 from gui.worker import Job
 
-FLOOR = 1e-12  # an unchanged tensor (change 0) is drawn here, at the bottom of the log scale
+FLOOR = 1e-12  # where unchanged tensors (change 0) are drawn when nothing changed at all
 SIDE_COLOURS = {"A": (31, 119, 180), "B": (255, 127, 14)}
 POINT_RGB = (90, 90, 90)
 
@@ -58,13 +62,14 @@ class DiffInsight(QWidget):
         self.tree.selectionModel().currentRowChanged.connect(self._on_tree_current)
         readable_names(self.tree, lambda i: self.tree_model.node(i).path)
         self.keys: list[KeyDiff] = []  # the plotted keys, in model order
+        self._position: dict[str, int] = {}  # key name -> its place in self.keys
         self.change_plot: Any = None
         self.hist_plot: Any = None
-        self._points: Any = None
         self._marker: Any = None
-        self._ceiling = 1.0
+        self._ceiling, self._floor = 1.0, FLOOR
         self._opened: Opened | None = None
         self._job: Job | None = None
+        self._table: QTableView | None = None
         self.caption = QLabel(wordWrap=True)
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         layout = QVBoxLayout(self)
@@ -76,20 +81,26 @@ class DiffInsight(QWidget):
     def beside(self, table: QTableView) -> QSplitter:
         """The module tree beside the key `table`; the table's current key is shown here."""
         table.selectionModel().currentRowChanged.connect(self.show_row)
+        readable_names(table, _key_name)
         keys = QSplitter(Qt.Orientation.Horizontal)
         keys.addWidget(self.tree)
         keys.addWidget(table)
         keys.setSizes([380, 820])
+        self._table = table
         return keys
 
     def set_opened(self, opened: Opened) -> None:
         self.cancel()
         self._opened = opened
-        self.tree_model.set_result(opened.result)
+        self.tree_model.set_result(opened.result, model_order)
         self.tree.expandToDepth(1 if self.tree_model.root.keys <= 2000 else 0)
         fit_name_column(self.tree, self.tree.header(), diff_tree.NAME,
                         names_by_depth(self.tree_model.root))
-        self.keys = [k for s in opened.result.sections for k in s.keys if key_change(k) is not None]
+        if self._table is not None:
+            fit_key_columns(self._table, [k for s in opened.result.sections for k in s.keys])
+        self.keys = [k for k in model_order([k for s in opened.result.sections for k in s.keys])
+                     if key_change(k) is not None]
+        self._position = {k.name: i for i, k in enumerate(self.keys)}
         self.setVisible(bool(self.keys))
         if self.keys:
             self._plot_changes()
@@ -101,20 +112,25 @@ class DiffInsight(QWidget):
             self.change_plot = make_plot(self, "tensor (model order)", "‖B−A‖ / ‖A‖")
             self.change_plot.setLogMode(y=True)
             self.hist_plot = make_plot(self, "value", "count")
-            self.hist_plot.addLegend(offset=(-10, 10))
+            text = self.palette().color(QPalette.ColorRole.Text)
+            self.hist_plot.addLegend(offset=(-10, 10), labelTextColor=text)
             self.splitter.addWidget(self.change_plot)
             self.splitter.addWidget(self.hist_plot)
             self.splitter.setSizes([600, 400])
         self.change_plot.clear()
         changes = [float(key_change(k) or 0.0) for k in self.keys]
         self._ceiling = 10 * max([c for c in changes if math.isfinite(c)] + [0.1])
-        brushes = [pg.mkBrush(*(VALUE_RGB.get(k.values.status) or POINT_RGB))  # type: ignore[union-attr]
-                   for k in self.keys]
-        self._points = self.change_plot.plot(
-            list(range(len(changes))), [self._drawn_at(c) for c in changes], pen=None, symbolSize=8,
-            symbol=["o" if math.isfinite(c) else "t1" for c in changes], symbolPen=None,
-            symbolBrush=brushes, data=list(range(len(changes))))
-        self._points.sigPointsClicked.connect(self._on_points_clicked)
+        self._floor = min((c for c in changes if 0 < c < math.inf), default=FLOOR * 10) / 10
+        groups: dict[tuple[str, str], list[int]] = {}  # one plot item per colour and symbol: fast at 200k
+        for i, (key, change) in enumerate(zip(self.keys, changes, strict=True)):
+            status = key.values.status if key.values is not None else ""
+            groups.setdefault((status, "o" if math.isfinite(change) else "t1"), []).append(i)
+        for (status, symbol), indices in groups.items():
+            points = self.change_plot.plot(
+                indices, [self._drawn_at(changes[i]) for i in indices], pen=None, symbol=symbol,
+                symbolSize=8, symbolPen=None, symbolBrush=pg.mkBrush(*(VALUE_RGB.get(status) or POINT_RGB)),
+                data=indices)
+            points.sigPointsClicked.connect(self._on_points_clicked)
         self._marker = self.change_plot.plot([], [], pen=None, symbol="o", symbolSize=15,
                                              symbolBrush=None, symbolPen=pg.mkPen("k", width=2))
         unchanged, endless = changes.count(0.0), sum(1 for c in changes if math.isinf(c))
@@ -126,7 +142,7 @@ class DiffInsight(QWidget):
 
     def _drawn_at(self, change: float) -> float:
         """Where a change is drawn: 0 at the floor, infinity (A all zeros) above the largest one."""
-        return self._ceiling if math.isinf(change) else max(change, FLOOR)
+        return self._ceiling if math.isinf(change) else max(change, self._floor)
 
     def _on_points_clicked(self, _item: Any, points: Any, event: Any = None) -> None:
         """Points overlap at this density: the one nearest the click along the model order wins."""
@@ -150,7 +166,7 @@ class DiffInsight(QWidget):
         self.cancel()
         if self.change_plot is None or key is None or key_change(key) is None:
             return
-        i = self.keys.index(key)
+        i = self._position[key.name]
         self._marker.setData([i], [self._drawn_at(float(key_change(key) or 0.0))])
         if self._opened is not None and key.values is not None and key.values.status != "skipped":
             job = Job(pair_histograms, self._opened, key, parent=self)
@@ -163,12 +179,13 @@ class DiffInsight(QWidget):
         import pyqtgraph as pg
 
         self.hist_plot.clear()
+        self.hist_plot.setTitle(html.escape(pair[0].name), size="9pt")
         for side, stats in zip("AB", pair, strict=True):
             if stats.hist_counts:
                 rgb = SIDE_COLOURS[side]
                 self.hist_plot.plot(stats.hist_edges, stats.hist_counts, stepMode="center",
                                     fillLevel=0, brush=pg.mkBrush(*rgb, 70), pen=pg.mkPen(rgb, width=2),
-                                    name=f"{side}: {stats.name}")
+                                    name=side)
         self.histograms_ready.emit(pair)
 
     def _on_finished(self) -> None:
@@ -188,6 +205,32 @@ class DiffInsight(QWidget):
         return self._job is not None
 
 
+def model_order(keys: list[KeyDiff]) -> list[KeyDiff]:
+    """The keys in model order: the file's order, unless the file sorted its keys by name (as
+    safetensors does); then layer 10 goes after layer 9, not after layer 1."""
+    names = [k.name for k in keys if k.status != ONLY_B]  # B's extra keys come last in any case
+    if names != sorted(names):
+        return keys
+    return sorted(keys, key=lambda k: natural_key(k.name))
+
+
+def fit_key_columns(table: QTableView, keys: list[KeyDiff]) -> None:
+    """The key table's status, shape and dtype columns fitted to what they hold: room for names."""
+    shown = keys[:MEASURED_NAMES]
+    fit_text_columns(table, table.horizontalHeader(), {
+        diff_table.STATUS: [texts[k.status] for k in shown
+                            for texts in (diff_table.STATUS_TEXT, diff_table.MODEL_STATUS_TEXT)],
+        diff_table.SHAPE_A: [shape_text(k.shape_a) for k in shown if k.shape_a is not None],
+        diff_table.SHAPE_B: [shape_text(k.shape_b) for k in shown if k.shape_b is not None],
+        diff_table.DTYPE_A: [k.dtype_a or "" for k in shown],
+        diff_table.DTYPE_B: [k.dtype_b or "" for k in shown]})
+
+
+def _key_name(index: QModelIndex) -> str | None:
+    key = index.data(diff_table.KEY_ROLE)
+    return key.name if key is not None else None
+
+
 def row_of_key(model: DiffTableModel, name: str) -> int | None:
     return next((r for r in range(model.rowCount()) if model.key(r).name == name), None)
 
@@ -197,6 +240,8 @@ def _tree(model: DiffTreeModel) -> QTreeView:
     view.setModel(model)
     view.setUniformRowHeights(True)
     view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-    view.header().resizeSection(diff_tree.KEYS, 60)
-    view.header().resizeSection(diff_tree.WORST, 120)
+    header = view.header()
+    fit_text_columns(view, header, {diff_tree.KEYS: ["99,999"], diff_tree.WORST: ["Shape mismatch"],
+                                    diff_tree.CHANGE: ["1.23e-05"]})
+    header.setProperty("last_width", header.sectionSize(diff_tree.CHANGE))
     return view

@@ -25,6 +25,7 @@ from core.formats import open_checkpoint
 from core.inspect import InspectResult, Totals, inspect_checkpoint
 from core.model import Checkpoint, Finding, TensorInfo
 from core.report import human_bytes, human_count
+from gui.views.config_box import ConfigBox
 from gui.views.sections import SectionsPanel
 from gui.views.tensor_detail import TensorDetailView
 from gui.views.tensors import TensorsPanel
@@ -77,8 +78,14 @@ class InspectView(QWidget):
         self.detail = TensorDetailView()
         self.sections.section_changed.connect(self._show_section)
         self.tensors.tensor_selected.connect(self._show_tensor)
+        self.config = ConfigBox()  # a model folder's config.json, under the sections
+        left = QWidget()
+        column = QVBoxLayout(left)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addWidget(self.sections, 1)
+        column.addWidget(self.config)
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
-        for widget in (self.sections, self.tensors, self.detail):
+        for widget in (left, self.tensors, self.detail):
             self.splitter.addWidget(widget)
         self.splitter.setStretchFactor(1, 1)
         self.splitter.setSizes([230, 700, 330])
@@ -136,6 +143,7 @@ class InspectView(QWidget):
         self._job = None
         self.checkpoint, self.result = opened
         self.detail.set_checkpoint(self.checkpoint)
+        self.config.set_metadata(self.checkpoint.metadata)
         self._show_findings(self.result.findings)
         self.file_info.setText(f"{self.result.format} · {human_bytes(self.result.file_size)} on disk")
         self.file_info.setToolTip(self.path)

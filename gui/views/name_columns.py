@@ -5,6 +5,7 @@ selected names."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from itertools import islice
 
 from PySide6.QtCore import QEvent, QModelIndex, QObject, Qt
 from PySide6.QtGui import QAction, QGuiApplication, QKeyEvent, QKeySequence
@@ -14,6 +15,7 @@ NAME_MIN_WIDTH = 160
 NAME_MAX_WIDTH = 620  # a wider name is elided in the middle; the tooltip has it whole
 MEASURED_NAMES = 4000  # enough to find the longest name pattern without measuring 200k rows
 NAME_PADDING = 28
+NAME_ROOM_FLOOR = 100
 
 
 def readable_names(view: QAbstractItemView, name_of: Callable[[QModelIndex], str | None]) -> QAction:
@@ -67,17 +69,60 @@ def copy_selected_names(view: QAbstractItemView, name_of: Callable[[QModelIndex]
 
 def fit_name_column(view: QAbstractItemView, header: QHeaderView, column: int,
                     names: Iterable[tuple[str, int]]) -> int:
+    """Fit `column` now and again whenever the view is resized (see _fit_now)."""
+    measured = list(islice(names, MEASURED_NAMES))
+    refit = view.findChild(_Refit)
+    if refit is None:
+        refit = _Refit(view, header, column)
+        view.viewport().installEventFilter(refit)
+    refit.names = measured
+    return _fit_now(view, header, column, measured)
+
+
+class _Refit(QObject):
+    """Fits the name column again when the view's width changes (the room for names changes)."""
+
+    def __init__(self, view: QAbstractItemView, header: QHeaderView, column: int) -> None:
+        super().__init__(view)
+        self.view, self.header, self.column = view, header, column
+        self.names: list[tuple[str, int]] = []
+        self.width = -1
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
+        if event.type() == QEvent.Type.Resize and self.view.viewport().width() != self.width:
+            self.width = self.view.viewport().width()
+            _fit_now(self.view, self.header, self.column, self.names)
+        return False
+
+
+def _fit_now(view: QAbstractItemView, header: QHeaderView, column: int,
+             names: list[tuple[str, int]]) -> int:
     """Widen `column` to the longest of `names` ((text, tree depth) pairs; the first MEASURED_NAMES),
-    between NAME_MIN_WIDTH and NAME_MAX_WIDTH. Spare width goes to the last column."""
+    between NAME_MIN_WIDTH and NAME_MAX_WIDTH, narrower (down to NAME_ROOM_FLOOR) when the other
+    columns leave less room; a longer name is elided in the middle. Spare width goes to the last column."""
     metrics = view.fontMetrics()
     indent = view.indentation() if isinstance(view, QTreeView) else 0
     widest = 0
-    for i, (name, depth) in enumerate(names):
-        if i >= MEASURED_NAMES:
-            break
+    for name, depth in names:
         widest = max(widest, metrics.horizontalAdvance(name) + indent * (depth + 1))
     width = max(NAME_MIN_WIDTH, min(NAME_MAX_WIDTH, widest + NAME_PADDING))
+    others = sum(header.sectionSize(c) for c in range(header.count() - 1)
+                 if c != column and not header.isSectionHidden(c))
+    last = header.count() - 1
+    others += int(header.property("last_width") or 0) if last != column else 0
+    room = view.viewport().width() - others  # the other columns stay whole, no sideways scrolling
+    if room >= NAME_ROOM_FLOOR:  # else the view is too narrow anyway: scrolling beats a 3-letter name
+        width = min(width, room)
     header.setStretchLastSection(True)
     header.setSectionResizeMode(column, QHeaderView.ResizeMode.Interactive)
     header.resizeSection(column, width)
     return width
+
+
+def fit_text_columns(view: QAbstractItemView, header: QHeaderView, texts: dict[int, Iterable[str]]) -> None:
+    """Size each column to its title and its widest text (the first MEASURED_NAMES texts)."""
+    metrics = view.fontMetrics()
+    for column, column_texts in texts.items():
+        title = str(view.model().headerData(column, Qt.Orientation.Horizontal))
+        widest = max((metrics.horizontalAdvance(t) for t in islice(column_texts, MEASURED_NAMES)), default=0)
+        header.resizeSection(column, max(widest, metrics.horizontalAdvance(title)) + NAME_PADDING)

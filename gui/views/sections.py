@@ -49,6 +49,7 @@ class SectionsPanel(QWidget):
             column.addWidget(widget)
             splitter.addWidget(box)
         splitter.setSizes([200, 300])
+        self.values_box = bottom  # hidden for a section without plain values (nothing to show)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(splitter)
@@ -84,6 +85,7 @@ class SectionsPanel(QWidget):
         self.values.clear()
         _add_values(self.values.invisibleRootItem(), view.values, 0)
         self.values.expandToDepth(0)
+        self.values_box.setVisible(bool(view.values))
         self.section_changed.emit(view.name)
 
 

@@ -20,10 +20,11 @@ from PySide6.QtWidgets import (
 )
 
 from core.model import TensorInfo
+from core.report import shape_text
 from gui.models import module_tree, tensor_table
 from gui.models.module_tree import ModuleTreeModel, names_by_depth
 from gui.models.tensor_table import TensorTableModel
-from gui.views.name_columns import fit_name_column, readable_names
+from gui.views.name_columns import fit_name_column, fit_text_columns, readable_names
 from gui.widgets import sortable_table
 
 FILTER_DELAY_MS = 120
@@ -78,6 +79,9 @@ class TensorsPanel(QWidget):
                     aliases: list[list[str]] | None = None) -> None:
         self._tensors = tensors
         self.table_model.set_tensors(tensors, aliases)
+        fit_text_columns(self.table, self.table.horizontalHeader(), {
+            tensor_table.SHAPE: (shape_text(t.shape) for t in tensors),
+            tensor_table.DTYPE: (t.dtype for t in tensors)})
         fit_name_column(self.table, self.table.horizontalHeader(), tensor_table.NAME,
                         ((t.name, 0) for t in tensors))
         self.apply_filter()
@@ -166,3 +170,4 @@ def _size_columns(view: QAbstractItemView, header: QHeaderView, name: int,
         width = max(metrics.horizontalAdvance(SAMPLE_TEXT[sample]), metrics.horizontalAdvance(title))
         header.setSectionResizeMode(column, QHeaderView.ResizeMode.Interactive)
         header.resizeSection(column, width + 36)
+        header.setProperty("last_width", width + 36)  # the last one is stretched later

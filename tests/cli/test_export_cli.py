@@ -119,3 +119,11 @@ def test_a_torchscript_checkpoint_needs_trust(files, tmp_path, capsys):
     code, out, err = run([*argv, "--trust", "--onnx-exporter", "legacy"], capsys)
     assert code == EXIT_OK, err
     assert (tmp_path / "model.onnx").is_file()
+
+
+def test_the_export_help_names_every_target() -> None:
+    """`export --help` lists the targets without importing torch; the list must follow TARGETS."""
+    from core.cli.export import TARGET_NAMES
+    from core.export import TARGETS
+
+    assert set(TARGET_NAMES) == set(TARGETS)

@@ -13,16 +13,18 @@ pytest.importorskip("transformers", reason="transformers (the 'hf' extra) is not
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 
-from core.export import ExportOptions, export  # noqa: E402
+from core.export import export  # noqa: E402
 from core.hf.model import load_hf_model  # noqa: E402
 from core.hf.pooling import mean_pool_formula  # noqa: E402
 from core.inputs import example_inputs  # noqa: E402
 from tests.fixtures import hf_folders  # noqa: E402
 
 
-def _export(hf, out: Path) -> tuple[dict, ort.InferenceSession]:
+def _export(hf, out: Path, exporter: str = "legacy") -> tuple[dict, ort.InferenceSession]:
+    """The export the CLI runs for a folder (legacy exporter, second shape must match), or the
+    torch.export-based one."""
     [result] = export(hf.module, hf.specs, ["onnx"], out,
-                      ExportOptions(name="model", output_names=tuple(hf.output_names)))
+                      hf.export_options(name="model", onnx_exporter=exporter))
     assert result.ok, result.error
     return result.to_dict(), ort.InferenceSession(result.path, providers=["CPUExecutionProvider"])
 
@@ -49,7 +51,7 @@ def _max_diff(hf, session, inputs: dict[str, torch.Tensor]) -> float:
 def bert(tmp_path_factory):
     folder = hf_folders.bert_folder(tmp_path_factory.mktemp("bert"))
     hf = load_hf_model(folder)
-    return hf, *_export(hf, tmp_path_factory.mktemp("bert_out"))
+    return hf, *_export(hf, tmp_path_factory.mktemp("bert_out"), "dynamo")
 
 
 def test_bert_loads_strictly_and_names_the_stale_buffer(bert):
@@ -87,6 +89,7 @@ def test_padding_changes_the_output(bert):
     inputs = example_inputs(hf.specs, {"batch": 2, "sequence": 10}, 3)
     inputs["attention_mask"][:] = 1
     full = session.run(None, {k: v.numpy() for k, v in inputs.items()})[0]
+    assert _max_diff(hf, session, inputs) < 1e-4  # no padding at all is right too
     inputs["attention_mask"][1, 5:] = 0
     padded = session.run(None, {k: v.numpy() for k, v in inputs.items()})[0]
     assert np.abs(full[0] - padded[0]).max() < 1e-5  # the unpadded row is untouched
@@ -96,12 +99,18 @@ def test_padding_changes_the_output(bert):
 def test_gpt2_causal_lm_without_cache(tmp_path):
     hf = load_hf_model(hf_folders.gpt2_folder(tmp_path / "gpt2"))
     assert hf.task == "causal-lm" and hf.output_names == ["logits"]
-    assert [s.name for s in hf.specs] == ["input_ids", "attention_mask"]  # no token types in GPT-2
+    # no token types in GPT-2; position ids (as Optimum) so left-padded batches work
+    assert [s.name for s in hf.specs] == ["input_ids", "attention_mask", "position_ids"]
     assert "lm_head.weight" in hf.report.tied  # tied to wte, not stored
     result, session = _export(hf, tmp_path / "out")
     assert [o.name for o in session.get_outputs()] == ["logits"]
+    assert result["exporter"] == "legacy" and len(result["checked_shapes"]) == 2
     for inputs in _padded_cases(hf):
         assert _max_diff(hf, session, inputs) < 1e-4
+    left = example_inputs(hf.specs, {"batch": 2, "sequence": 6}, 2)  # row 1 padded on the left
+    left["attention_mask"][1] = torch.tensor([0, 0, 1, 1, 1, 1])
+    left["position_ids"][1] = torch.tensor([1, 1, 0, 1, 2, 3])
+    assert _max_diff(hf, session, left) < 1e-4
 
 
 def test_vit_image_classification(tmp_path):
@@ -134,19 +143,24 @@ def test_pooling_inside_the_graph_matches_the_formula(tmp_path):
 
 
 def _sentence_transformers_agrees(folder: Path, pooled) -> None:
-    """Where sentence-transformers is installed, its own pooling gives the same embedding."""
+    """Where sentence-transformers is installed, its own Pooling (read from the folder's 1_Pooling)
+    and Normalize modules give the same sentence embedding from the same token embeddings."""
     try:
-        from sentence_transformers import models
+        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
     except ImportError:
-        return  # the formula check above stands in for it
-    pooling = models.Pooling(hf_folders.BERT["hidden_size"], pooling_mode="mean")
-    inputs = example_inputs(pooled.specs, {"batch": 2, "sequence": 9}, 1)
+        try:
+            from sentence_transformers.models import Normalize, Pooling
+        except ImportError:
+            return  # not installed: the formula check above stands in for it
+    pooling = Pooling.load(str(folder / "1_Pooling"), local_files_only=True)
+    inputs = example_inputs(pooled.specs, {"batch": 3, "sequence": 9}, 1)
+    inputs["attention_mask"][1:, -3:] = 0
     with torch.no_grad():
         tokens = pooled.module.inner(*inputs.values())[0]
-        theirs = pooling({"token_embeddings": tokens,
-                          "attention_mask": inputs["attention_mask"]})["sentence_embedding"]
+        features = pooling({"token_embeddings": tokens, "attention_mask": inputs["attention_mask"]})
+        theirs = Normalize()(features)["sentence_embedding"]
         ours = pooled.module(*inputs.values())[0]
-    assert torch.allclose(torch.nn.functional.normalize(theirs, dim=1), ours, atol=1e-6)
+    assert torch.allclose(theirs, ours, atol=1e-6)
 
 
 def test_the_formula_helper_pools_only_unpadded_tokens():

@@ -247,7 +247,9 @@ def test_keys_that_are_dangerous_to_hash_are_refused(data: bytes) -> None:
     start = time.perf_counter()
     with pytest.raises(CorruptFile, match="keys too complex"):
         load(data)
-    assert time.perf_counter() - start < 5
+    # a guard against a hang, not a speed target: unguarded, these take 2**200 steps or crash the
+    # C stack; refused, they take ~1 s, several times that on a loaded 2-core machine
+    assert time.perf_counter() - start < 30
 
 
 def test_reusing_a_big_value_many_times_is_bounded() -> None:

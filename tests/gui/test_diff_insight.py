@@ -15,7 +15,6 @@ from gui.app import MainWindow
 from gui.models import diff_table, diff_tree
 from gui.models.diff_table import VALUE_RGB, tint
 from gui.views.diff import DiffView
-from gui.views.diff_insight import FLOOR
 from tests.gui.bert_like import LAYERS, write_pair
 from tests.gui.test_diff_view import open_diff
 
@@ -61,12 +60,17 @@ def test_change_plot_in_model_order_and_click_selects(qtbot: QtBot, window: Main
     assert insight.isVisible() and insight.change_plot is not None
     assert insight.change_plot.getPlotItem().getAxis("left").logMode
     keys = insight.keys
-    assert [k.name for k in keys] == [k.name for s in view.opened.result.sections for k in s.keys
-                                      if k.values is not None]
-    xs, ys = insight._points.getData()
-    assert list(xs) == list(range(len(keys)))
+    compared_keys = [k.name for s in view.opened.result.sections for k in s.keys if k.values is not None]
+    assert sorted(k.name for k in keys) == sorted(compared_keys)
+    layers = [int(k.name.split(".")[2]) for k in keys if k.name.startswith("encoder.layer.")]
+    assert layers == sorted(layers)  # model order: layer 10 after layer 9, though the file sorts by name
+    drawn = {int(x): float(y) for item in insight.change_plot.getPlotItem().listDataItems()
+             if item is not insight._marker for x, y in zip(*item.getData(), strict=True)}
+    assert sorted(drawn) == list(range(len(keys)))  # one point per compared key
+    xs, ys = list(range(len(keys))), [drawn[i] for i in range(len(keys))]
     first = keys.index(next(k for k in keys if k.name == "embeddings.word_embeddings.weight"))
-    assert ys[first] == math.log10(FLOOR)  # identical: drawn at the floor
+    lowest = min(k.values.rel_change for k in keys if 0 < k.values.rel_change < math.inf)
+    assert math.isclose(10 ** ys[first], lowest / 10)  # identical: drawn just below the lowest change
     target = next(i for i, k in enumerate(keys) if k.name == "encoder.layer.11.attention.self.key.weight")
     assert math.isclose(10 ** ys[target], keys[target].values.rel_change, rel_tol=1e-9)
     view.filter.setText("embeddings")  # the clicked key is hidden: the click shows every key again

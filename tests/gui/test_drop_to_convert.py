@@ -5,14 +5,17 @@ cancelled alone."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QToolBar
 from pytestqt.qtbot import QtBot
 
 from core.errors import CheckpointError
 from core.formats import open_checkpoint
+from gui.app import MainWindow
 from gui.views import convert_queue as q
 from gui.views.convert import ConvertPanel
 from tests.fixtures.models import FixtureFiles
@@ -73,3 +76,19 @@ def test_cancel_one_file_and_the_others_go_on(qtbot: QtBot, files: FixtureFiles,
     assert [Path(r.source).name for r in panel.results] == ["model.safetensors"]
     assert "Cancelled: nothing was written for training.ckpt." in panel.log.toPlainText()
     assert panel.errors == []
+
+
+def test_drop_on_the_toolbar_convert_button(qtbot: QtBot, window: MainWindow, files: FixtureFiles,
+                                            tmp_path: Path) -> None:
+    sources = tmp_path / "src"
+    sources.mkdir()
+    for key in ("state_dict", "lightning"):
+        shutil.copy(files[key], sources / files[key].name)
+    button = window.findChild(QToolBar, "MainToolBar").widgetForAction(window.convert_action)
+    drop_on(button, [sources / "state_dict.pt", sources / "lightning.ckpt"])
+    panel = window.tabs.currentWidget()
+    assert isinstance(panel, ConvertPanel) and not window.views()  # converting, not inspecting
+    qtbot.waitUntil(lambda: not panel.is_busy() and len(panel.results) == 2, timeout=30_000)
+    assert panel.queue.states == [q.WRITTEN, q.WRITTEN]
+    assert sorted(p.name for p in sources.glob("*.safetensors")) == ["lightning.safetensors",
+                                                                   "state_dict.safetensors"]

@@ -24,10 +24,10 @@ def bert_like(layers: int) -> list[TensorInfo]:
     return tensors
 
 
-def panel(qtbot: QtBot, tensors: list[TensorInfo]) -> TensorsPanel:
+def panel(qtbot: QtBot, tensors: list[TensorInfo], width: int = 900) -> TensorsPanel:
     widget = TensorsPanel()
     qtbot.addWidget(widget)
-    widget.resize(900, 500)
+    widget.resize(width, 500)
     widget.show()
     widget.set_tensors(tensors, "model")
     return widget
@@ -47,9 +47,14 @@ def test_name_column_fits_the_longest_name_and_elides_in_the_middle(qtbot: QtBot
 
 
 def test_name_column_stays_within_reason(qtbot: QtBot) -> None:
-    huge = "x" * 400 + ".weight"
-    widget = panel(qtbot, [TensorInfo(huge, (2,), "float32", role=PARAMETER)])
-    assert widget.table.horizontalHeader().sectionSize(tensor_table.NAME) == NAME_MAX_WIDTH
+    huge = [TensorInfo("x" * 400 + ".weight", (2,), "float32", role=PARAMETER)]
+    wide = panel(qtbot, huge, width=1600)
+    assert wide.table.horizontalHeader().sectionSize(tensor_table.NAME) == NAME_MAX_WIDTH
+    narrow = panel(qtbot, huge, width=700)  # the other columns stay whole: no sideways scrolling
+    header = narrow.table.horizontalHeader()
+    assert NAME_MIN_WIDTH <= header.sectionSize(tensor_table.NAME) < NAME_MAX_WIDTH
+    assert header.length() <= narrow.table.viewport().width()
+    qtbot.waitUntil(lambda: narrow.table.horizontalScrollBar().maximum() == 0, timeout=2000)
     short = panel(qtbot, [TensorInfo("w", (2,), "float32", role=PARAMETER)])
     assert short.table.horizontalHeader().sectionSize(tensor_table.NAME) == NAME_MIN_WIDTH
 

@@ -12,6 +12,7 @@ bundle proves it carries everything itself.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -21,20 +22,23 @@ import time
 from pathlib import Path
 
 import pytest
+from packaging.version import Version
 
 from core import __version__
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "packaging"))
+import bom  # noqa: E402
+import buildenv  # noqa: E402
 import slim  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 DIST = ROOT / "dist"
 FOLDER = DIST / "checkpoint-studio"
 EXE = FOLDER / "ckpt-studio"
-# The issue aimed at <= 600 MB; torch's CPU library alone is 330 MiB stripped, and the folder
-# measured 602.3 MiB (632 MB) after every exclusion (packaging/README.md, "Size"). This guards
-# against regressions from there.
-SIZE_LIMIT = 610 * 2**20
+# The aim was <= 600 MB; torch's CPU library alone is 330 MiB stripped, and the folder built from
+# the declared environment (with gguf and xxhash) measured 608.8 MiB after every exclusion
+# (packaging/README.md, "Size"). This guards against regressions from there.
+SIZE_LIMIT = 615 * 2**20
 GUI_SECONDS = 20
 BUILD = os.environ.get("CKPT_STUDIO_BUILD", "")
 
@@ -198,3 +202,62 @@ def png_summary(path: Path) -> tuple[int, int, int]:
     assert not image.isNull(), f"{path} is not an image"
     colours = {image.pixel(x, y) for x in range(0, image.width(), 3) for y in range(0, image.height(), 3)}
     return image.width(), image.height(), len(colours)
+
+
+def bom_names(path: Path) -> dict[str, str]:
+    return {c["name"]: c["version"] for c in json.loads(path.read_text())["components"]}
+
+
+def test_bill_of_materials_lists_the_declared_distributions_with_sizes_and_licences(built: Path) -> None:
+    data = json.loads((DIST / "bom.json").read_text())
+    parts = {c["name"]: c for c in data["components"]}
+    pins = buildenv.read_lock() | buildenv.read_lock(buildenv.BUILD_LOCK)  # + PyInstaller's run-time part
+    assert {"torch", "numpy", "pyside6-essentials", "onnxruntime", buildenv.PROJECT} <= parts.keys()
+    assert parts.keys() - {buildenv.PROJECT, bom.PYTHON, bom.OS_FILES} <= buildenv.declared()
+    for name, part in parts.items():
+        if name in pins:  # frozen from the build environment: exactly the pinned version
+            assert Version(part["version"]).public == Version(pins[name]).public, name
+        else:
+            assert name in (buildenv.PROJECT, bom.PYTHON, bom.OS_FILES), f"undeclared: {name}"
+        assert part["licence"] and part["size"] > 0 and part["files"] > 0, name
+    assert "transformers" not in parts
+    accounted = sum(part["size"] for part in parts.values())
+    print(f"bill of materials: {len(parts)} components, {accounted / 2**20:.1f} MiB of "
+          f"{data['folder_size'] / 2**20:.1f} MiB")
+    # the rest: the executable, base_library.zip, licence files, links PyInstaller adds
+    assert 0.9 * data["folder_size"] <= accounted <= data["folder_size"]
+
+
+def fake_distribution(site: Path, name: str, source: str) -> None:
+    """An installed distribution `name` (one module) in `site`, as pip would leave it."""
+    site.mkdir(parents=True, exist_ok=True)
+    (site / f"{name}.py").write_text(source)
+    info = site / f"{name}-9.9.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 9.9\n")
+    (info / "RECORD").write_text(f"{name}.py,,\n{info.name}/METADATA,,\n{info.name}/RECORD,,\n")
+
+
+def test_an_extra_package_in_the_outer_environment_does_not_reach_the_bundle(built: Path,
+                                                                              tmp_path: Path) -> None:
+    """The second build, from the outer environment, stops after PyInstaller's analysis.
+
+    It freezes from this interpreter (`--current-env`), not from the build environment, with an
+    extra package installed that the app's dependencies import when they find it (requests imports
+    simplejson), beside the undeclared packages this environment has anyway (pytest, and
+    transformers, which core.hf imports). The analysis decides everything the bundle holds; the
+    later steps only strip and prune files. Same distributions as the built bundle = nothing the
+    outer environment adds reaches an installer, even built from there."""
+    site = tmp_path / "site-packages"
+    fake_distribution(site, "simplejson", "from json import *  # noqa\nJSONDecodeError = ValueError\n")
+    env = dict(os.environ, PYTHONPATH=str(site))
+    probe = subprocess.run([sys.executable, "-c", "import requests.compat as c; print(c.has_simplejson)"],
+                           env=env, capture_output=True, text=True)
+    assert probe.stdout.strip() == "True", probe.stderr  # the extra package is really reachable
+    out = tmp_path / "dist"
+    subprocess.run([sys.executable, str(ROOT / "packaging" / "build.py"), "--current-env",
+                    "--analysis-only", "--dist", str(out), "--work", str(tmp_path / "work")],
+                   cwd=ROOT, env=env, check=True, timeout=1800)
+    outer, clean = bom_names(out / "bom.json"), bom_names(DIST / "bom.json")
+    assert "simplejson" not in outer and "transformers" not in outer
+    assert sorted(outer) == sorted(clean)

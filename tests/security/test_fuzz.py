@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import pickle
 import random
 import shutil
 import time
@@ -31,11 +32,13 @@ from core.inspect import inspect_checkpoint
 from core.report import to_json
 from core.tensor_io import read_tensor
 from tests.fixtures.models import FixtureFiles
+from tests.security.framings import MAGIC_FRAMINGS
 from tests.security.payloads import legacy_pickles
 
 FUZZ_SECONDS = float(os.environ.get("CKPT_FUZZ_SECONDS", "56"))
 TARGETS = ["state_dict", "training", "legacy", "safetensors", "sharded_index", "torchscript",
-           "pt2", "onnx"]
+           "pt2", "onnx", "legacy_padded_magic", "legacy_octal_magic", "zip_code_folder",
+           "plain_pickle_framed"]  # the last four: unusual framings torch.load still reads
 BUDGET = FUZZ_SECONDS / len(TARGETS)
 ROUND = 25  # examples per hypothesis run; the budget is checked between runs
 READ_LIMIT = 1 << 20  # tensors larger than this (after a mutation) are not read back
@@ -60,8 +63,7 @@ def hot_spans(path: Path, data: bytes) -> list[Span]:
 class Target:
     """One fixture's pristine bytes, where to write a mutant, and the clock of its budget."""
 
-    def __init__(self, files: FixtureFiles, key: str, folder: Path) -> None:
-        src = files[key]
+    def __init__(self, src: Path, key: str, folder: Path) -> None:
         if key == "sharded_index":
             shutil.copytree(src.parent, folder)
             self.path = folder / src.name
@@ -121,7 +123,30 @@ def exercise(path: Path) -> bool:
 @pytest.fixture(scope="module")
 def targets(files: FixtureFiles, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Target]:
     root = tmp_path_factory.mktemp("fuzz")
-    return {key: Target(files, key, root / key) for key in TARGETS}
+    sources = {**files.paths, **framing_sources(files, root / "sources")}
+    return {key: Target(sources[key], key, root / key) for key in TARGETS}
+
+
+def framing_sources(files: FixtureFiles, folder: Path) -> dict[str, Path]:
+    """Fixtures in the framings torch.load accepts (no payload: they open cleanly)."""
+    folder.mkdir()
+    legacy = files["legacy"].read_bytes()
+    magic_end = legacy_pickles(legacy)[0][1]
+    out = {}
+    for name in ("padded", "octal"):
+        out[f"legacy_{name}_magic"] = folder / f"{name}.pt"
+        out[f"legacy_{name}_magic"].write_bytes(MAGIC_FRAMINGS[name.replace("octal", "octal_int")]
+                                                + legacy[magic_end:])
+    out["zip_code_folder"] = folder / "code_folder.pt"
+    with zipfile.ZipFile(files["state_dict"]) as src, \
+            zipfile.ZipFile(out["zip_code_folder"], "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info, src.read(info))
+        dst.writestr(f"{src.infolist()[0].filename.split('/')[0]}/code/model.py", b"x = 1\n")
+    body = pickle.dumps({"epoch": 3, "lr": [0.1, 0.01], "name": "run"}, protocol=4)
+    out["plain_pickle_framed"] = folder / "framed.pkl"
+    out["plain_pickle_framed"].write_bytes(body)
+    return out
 
 
 def fuzz_round(target: Target, seed_value: int) -> None:
@@ -151,3 +176,14 @@ def test_mutated_files_raise_only_checkpoint_errors(targets: dict[str, Target], 
     assert target.examples > 10, "the budget allowed too few examples to mean anything"
     print(f"{key}: {target.examples} mutants from seeds {first}..{seed_value - 1}, "
           f"{target.opened} still opened")
+
+
+def test_framing_sources_are_what_they_claim(files: FixtureFiles, tmp_path: Path) -> None:
+    """The unmutated framing fixtures open (the plain pickle is refused as no checkpoint)."""
+    from core.errors import UnsupportedFormat
+
+    sources = framing_sources(files, tmp_path / "sources")
+    for key in ("legacy_padded_magic", "legacy_octal_magic", "zip_code_folder"):
+        assert open_checkpoint(sources[key]).all_tensors(), key
+    with pytest.raises(UnsupportedFormat):
+        open_checkpoint(sources["plain_pickle_framed"])

@@ -189,7 +189,8 @@ def test_payload_never_runs(files, tmp_path: Path, marker: Path, case: str) -> N
     if ckpt is not None:
         names = [f.name for f in ckpt.findings] + [f.message for f in ckpt.findings]
         assert expect is not None and any(expect in n for n in names), names
-        assert all(f.severity in ("dangerous", "unknown") for f in ckpt.findings)
+        assert all(f.severity in ("dangerous", "unknown") for f in ckpt.findings
+                   if f.kind != "no-tensors")  # "this file holds no tensors" is info
 
 
 @pytest.mark.parametrize("build", [_inst, _stack_global_via_memo, _getattr_chain])

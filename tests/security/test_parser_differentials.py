@@ -151,15 +151,20 @@ def test_from_type_state_replacing_data_is_refused(tmp_path: Path) -> None:
     assert "extra settings" in refused(path).message
 
 
-def test_attributes_torch_save_writes_are_refused_and_plain_ones_match(tmp_path: Path) -> None:
+def test_plain_python_attributes_torch_save_writes_open_like_torch(tmp_path: Path) -> None:
     with_attr, param = FOUR.clone(), torch.nn.Parameter(FOUR.clone())
     with_attr.note, param.note = "x", "y"
-    for name, value in (("tensor_attr", with_attr), ("param_attr", param)):
-        torch.save({"t": value}, tmp_path / f"{name}.pt")
-        assert torch.load(tmp_path / f"{name}.pt", weights_only=True)["t"].note  # control
-        refused(tmp_path / f"{name}.pt")
-    torch.save({"p": torch.nn.Parameter(FOUR.clone()), "t": FOUR.clone()}, tmp_path / "plain.pt")
-    matches_torch(tmp_path / "plain.pt", tmp_path)
+    torch.save({"t": with_attr, "p": param}, tmp_path / "attrs.pt")
+    ref = matches_torch(tmp_path / "attrs.pt", tmp_path)
+    assert (ref["t"].note, ref["p"].note) == ("x", "y")  # control: torch set them, values alone
+
+
+@pytest.mark.parametrize("state", [{"requires_grad": True}, {"__class__": 1}, ({}, {"data": 2}),
+                                   ({}, {}, {}), {1: 2}])
+def test_state_naming_tensor_attributes_is_refused(tmp_path: Path, state: Any) -> None:
+    param = Rebuild(torch._utils._rebuild_parameter_with_state, tensor(), False, OrderedDict(),
+                    state)
+    assert "extra settings" in refused(zip_file(tmp_path, "named_state", {"p": param})).message
 
 
 def test_empty_states_open(tmp_path: Path) -> None:
@@ -250,3 +255,41 @@ def test_legacy_int_and_str_keys_are_refused(tmp_path: Path) -> None:
 def test_legacy_int_key_reads_like_torch(tmp_path: Path) -> None:
     path = legacy_file(tmp_path, "legacy_int_key", {"a": legacy_tensor(7, size=(4,))}, [7], [ROOT_1])
     assert torch.equal(matches_torch(path, tmp_path)["a"], ROOT_1)
+
+
+# ---- a file that is both safetensors and a pickle -------------------------------------------------
+def polyglot(path: Path, marker: Path) -> Path:
+    """Valid safetensors whose bytes are also a pickle running os.system: 'X' + a 4-byte length
+    (the header length's low bytes) swallows the start of the JSON, a 'V' inside a metadata string
+    reads up to the newline before the closing brace, and the tensor's bytes hold the payload."""
+    import struct
+
+    from tests.security.payloads import system_call
+
+    data = b"0" + system_call(marker) + b"."
+    swallowed = 40
+    size = 0x58 + (swallowed << 8)  # the header length the first 8 bytes spell
+    head = '{"__metadata__":{"p":"'
+    tail = f'"}},"t":{{"dtype":"U8","shape":[{len(data)}],"data_offsets":[0,{len(data)}]}}\n}}'
+    fill = "a" * (swallowed - 3 - len(head))
+    header = (head + fill + "V" + "b" * (size - len(head) - len(fill) - 1 - len(tail)) + tail)
+    path.write_bytes(b"X" + struct.pack("<I", swallowed) + b"\0\0\0" + header.encode() + data)
+    return path
+
+
+def test_safetensors_pickle_polyglot_is_read_as_torch_reads_it(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    marker = tmp_path / "RAN"
+    path = polyglot(tmp_path / "poly.safetensors", marker)
+    load = f"import pickle; pickle.load(open({str(path)!r}, 'rb'))"
+    subprocess.run([sys.executable, "-c", load], check=True, cwd=tmp_path, timeout=60)
+    assert marker.exists()  # control: it really is a pickle that runs code
+    marker.unlink()
+    code = f"import torch; torch.load({str(path)!r}, weights_only=False)"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, timeout=120)
+    assert not marker.exists()  # torch 2.13 reads it as safetensors, as we do
+    ckpt = open_checkpoint(path)
+    assert ckpt.format == "safetensors"
+    assert torch.equal(ckpt.read("t"), torch.load(path, weights_only=True)["t"])

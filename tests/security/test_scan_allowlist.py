@@ -201,3 +201,13 @@ def test_weights_only_names_are_exactly_torchs() -> None:
     for name in torch_names:
         for near in (name + "_x", name + ".__call__", name.upper(), "x" + name):
             assert not allowed_by_weights_only(near), near
+
+
+def test_cli_offers_the_line_for_inert_types_only(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "args.pt"
+    torch.save({"weight": torch.zeros(2), "args": argparse.Namespace(lr=0.1)}, path)
+    assert cli_main(["scan", str(path)]) == 1  # torch.load(weights_only=True) refuses it as is
+    out = capsys.readouterr().out
+    assert "holds Python objects besides tensors" in out and "code references" not in out
+    assert "import argparse" in out and "add_safe_globals([argparse.Namespace])" in out
