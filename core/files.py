@@ -11,6 +11,7 @@ import secrets
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from core.errors import CheckpointError
 
@@ -71,6 +72,12 @@ def write_text(path: Path, text: str) -> None:
     if not path.parent.is_dir():
         raise CheckpointError(f"The folder '{path.parent}' does not exist; choose another place "
                               f"for '{path.name}'.")
+    write_atomically(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Call `write` on a new temp file beside `path` (the usual mode), fsync it, move it onto
+    `path` and fsync the folder; on any error the temp file goes and `path` is untouched."""
     for _ in range(100):
         tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.partial"
         with contextlib.suppress(FileExistsError):
@@ -79,8 +86,8 @@ def write_text(path: Path, text: str) -> None:
     else:  # pragma: no cover - 100 collisions of 32 random bits
         raise FileExistsError(f"no free temp file name beside {path}")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

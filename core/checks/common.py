@@ -6,9 +6,6 @@ given, an ONNX runner's declared inputs stand in (`specs_from_runner`).
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import CheckFailed, CheckpointError
-from core.files import create_new, fsync_dir
+from core.files import write_atomically
 from core.inputs import EXAMPLE, Dim, InputSpec, example_inputs, parse_specs
 from core.runtime.base import Runner
 
@@ -130,22 +127,6 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
     """Write atomically: temp file in the same folder (0666 less the umask, like any saved file),
     fsync, os.replace."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(100):
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.partial"
-        with contextlib.suppress(FileExistsError):
-            fd = create_new(tmp)
-            break
-    else:  # pragma: no cover - 100 collisions of 32 random bits
-        raise FileExistsError(f"no free temp file name beside {path}")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)  # type: ignore[arg-type]
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
     return path
 

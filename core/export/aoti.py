@@ -16,10 +16,10 @@ from core.errors import ExportError
 from core.export.common import (
     ExportResult,
     Job,
-    artefact_files,
     check_close,
     dynamic_dims_of,
     failure,
+    finished,
     quiet,
     run_eager,
     staged,
@@ -57,10 +57,7 @@ def export(job: Job) -> ExportResult:
         other = verify_other_shape(job, lambda inputs: run_eager(compiled, tuple(inputs.values())),
                                    "AOTInductor package")
         result.checked_shapes += [other] if other else []
-    result.files, result.size = artefact_files(job, [final])
-    result.path = result.files[0]
-    result.seconds = time.perf_counter() - start
-    return result
+    return finished(job, result, [final], start)
 
 
 def _compile(program: Any, path: str, names: dict[str, list[str]]) -> None:

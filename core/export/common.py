@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -286,6 +287,14 @@ def artefact_files(job: Job, names: list[str]) -> tuple[list[str], int]:
     staged_files = [job.staging / n for n in names if job.staging and (job.staging / n).exists()]
     return ([str(job.out_dir / p.name) for p in staged_files],
             sum(p.stat().st_size for p in staged_files))
+
+
+def finished(job: Job, result: ExportResult, names: list[str], start: float) -> ExportResult:
+    """Fill in the staged artefact's files, size, path and the time since `start`."""
+    result.files, result.size = artefact_files(job, names)
+    result.path = result.files[0]
+    result.seconds = time.perf_counter() - start
+    return result
 
 
 def _fsync(path: Path) -> None:

@@ -15,10 +15,10 @@ from core.errors import ExportError
 from core.export.common import (
     ExportResult,
     Job,
-    artefact_files,
     check_close,
     dynamic_dims_of,
     failure,
+    finished,
     quiet,
     staged,
     verify_other_shape,
@@ -59,10 +59,7 @@ def export(job: Job) -> ExportResult:
         other = verify_other_shape(job, lambda inputs: run_method(method, tuple(inputs.values())),
                                    ".pte program")
         result.checked_shapes += [other] if other else []
-    result.files, result.size = artefact_files(job, [final])
-    result.path = result.files[0]
-    result.seconds = time.perf_counter() - start
-    return result
+    return finished(job, result, [final], start)
 
 
 def _lower(program: Any) -> bytes:

@@ -14,10 +14,10 @@ from core.export.common import (
     DimRangeError,
     ExportResult,
     Job,
-    artefact_files,
     check_close,
     dynamic_dims_of,
     failure,
+    finished,
     frozen_warning,
     quiet,
     shapes_label,
@@ -66,10 +66,7 @@ def export(job: Job) -> ExportResult:
                 result.checked_shapes.append(second)
                 result.warnings = [w.replace(TRACED_MAYBE_WRONG, TRACED_CHECKED)
                                    for w in result.warnings]
-    result.files, result.size = artefact_files(job, [final, final + ".data"])
-    result.path = result.files[0]
-    result.seconds = time.perf_counter() - start
-    return result
+    return finished(job, result, [final, final + ".data"], start)
 
 
 def _export(job: Job, path: Path, result: ExportResult) -> None:

@@ -10,11 +10,11 @@ from core.errors import ExportError
 from core.export.common import (
     ExportResult,
     Job,
-    artefact_files,
     check_close,
     dim_problem,
     dynamic_dims_of,
     failure,
+    finished,
     quiet,
     run_eager,
     staged,
@@ -47,10 +47,7 @@ def export(job: Job) -> ExportResult:
             loaded = torch.export.load(str(tmp / final)).module()
         result.max_abs_diff = check_close(job, job.expected, run_eager(loaded, job.args),
                                           ".pt2 program")
-    result.files, result.size = artefact_files(job, [final])
-    result.path = result.files[0]
-    result.seconds = time.perf_counter() - start
-    return result
+    return finished(job, result, [final], start)
 
 
 def exported_program(job: Job) -> Any:

@@ -20,9 +20,9 @@ from core.export import torchscript
 from core.export.common import (
     ExportResult,
     Job,
-    artefact_files,
     dynamic_dims_of,
     failure,
+    finished,
     max_abs_diff,
     quiet,
     staged,
@@ -78,10 +78,7 @@ def export_onnx(job: Job) -> ExportResult:
                                                                         "int8 ONNX model")
         if not math.isfinite(result.max_abs_diff):
             raise ExportError("The int8 ONNX model gives non-finite results; it was not saved.")
-    result.files, result.size = artefact_files(job, [final])
-    result.path = result.files[0]
-    result.seconds = time.perf_counter() - start
-    return result
+    return finished(job, result, [final], start)
 
 
 def _quantize_file(job: Job, dest: Any) -> None:

@@ -11,10 +11,10 @@ from core.errors import ExportError
 from core.export.common import (
     ExportResult,
     Job,
-    artefact_files,
     check_close,
     dynamic_dims_of,
     failure,
+    finished,
     frozen_warning,
     quiet,
     run_eager,
@@ -59,10 +59,7 @@ def export(job: Job, model: Any = None, quantized: str | None = None) -> ExportR
                 loaded, tuple(i.values())), "traced TorchScript model")
     if quantized:
         result.quantization_error = check_float(job, expected)
-    result.files, result.size = artefact_files(job, [final])
-    result.path = result.files[0]
-    result.seconds = time.perf_counter() - start
-    return result
+    return finished(job, result, [final], start)
 
 
 def _convert(model: Any, job: Job, mode: str, result: ExportResult) -> Any:
