@@ -13,6 +13,7 @@ from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelInde
 from core.diff.structure import DTYPE, ONLY_A, ONLY_B, SAME, SHAPE, DiffResult, KeyDiff, gc_paused
 from core.diff.values import CLOSE, DIFFERENT
 from gui.models.diff_table import STATUS_RGB, VALUE_RGB, VALUE_TEXT, status_texts, tint
+from gui.models.module_tree import children_first
 
 COLUMNS = ("Name", "Keys", "Worst", "Max change")
 NAME, KEYS, WORST, CHANGE = range(len(COLUMNS))
@@ -81,13 +82,8 @@ def build_diff_tree(keys: list[KeyDiff]) -> DiffNode:
 
 
 def _subtotal(root: DiffNode) -> None:
-    """Fill keys/worst/change bottom-up, without recursion: one visit per node."""
-    order, stack = [], [root]
-    while stack:
-        node = stack.pop()
-        order.append(node)
-        stack.extend(node.children)
-    for node in reversed(order):  # children before their parent
+    """Fill keys/worst/change bottom-up, one visit per node."""
+    for node in children_first(root):
         worst, changes = SAME, []
         if node.key is not None:
             node.keys, worst = 1, key_rank(node.key)

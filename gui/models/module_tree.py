@@ -84,14 +84,20 @@ def _insert_all(root: Node, tensors: list[TensorInfo]) -> None:
         node.tensor = t
 
 
-def _subtotal(root: Node) -> None:
-    """Fill parameters/nbytes/tensors bottom-up, without recursion (deep names are fine)."""
+def children_first(root: Any) -> list[Any]:
+    """Every node of a tree (nodes with `.children`), each after all of its children; without
+    recursion, so very deep names are fine."""
     order, stack = [], [root]
     while stack:
         node = stack.pop()
         order.append(node)
         stack.extend(node.children)
-    for node in reversed(order):  # children before their parent
+    return order[::-1]
+
+
+def _subtotal(root: Node) -> None:
+    """Fill parameters/nbytes/tensors bottom-up, one visit per node."""
+    for node in children_first(root):
         t = node.tensor
         if t is not None:
             numel = prod(t.shape)
