@@ -45,7 +45,12 @@ def _tensors() -> dict[str, torch.Tensor]:
                                                torch.zeros(4, dtype=torch.long), 0, torch.qint8),
         "pc_quint8_axis1": torch.quantize_per_channel(x, torch.rand(6, generator=gen) * 0.1 + 0.01,
                                                       torch.arange(6), 1, torch.quint8),
-        "float_qparams": torch.ao.nn.quantized.Embedding(5, 4).weight(),  # float zero points
+        # float zero points, as quantized embeddings store them (built from set values: an
+        # unconverted quantized Embedding's weight() reads uninitialized memory, NaN at times)
+        "float_qparams": torch.quantize_per_channel(torch.randn(5, 4, generator=gen),
+                                                    torch.rand(5, generator=gen) * 0.1 + 0.01,
+                                                    torch.randn(5, generator=gen) * 0.1, 0,
+                                                    torch.quint8),
         "plain": x,
     }
     out["view_t"] = out["pt_qint8"].t()
