@@ -1,23 +1,38 @@
 """What this installation can do: library versions, ONNX Runtime providers, the C++ compiler, CUDA,
 and which export targets and runners work here, each with the reason (and the remedy) when not.
 
-    report = capabilities()          # a plain dict, the same for `ckpt-studio doctor` and the app
+    report = capabilities()            # a plain dict, the same for `ckpt-studio doctor` and the app
+    report = capabilities(probe=True)  # also import executorch and PyTorch's AOTInductor loader
 
-Versions come from the installed packages' metadata; torch, onnxruntime and executorch are imported
-only here, inside the functions, so importing this module stays cheap.
+Versions come from the installed packages' metadata. Importing executorch's exporter takes 10 to
+40 seconds (it loads torch._dynamo and torchao), so by default ExecuTorch is judged by its installed
+files: the package, its XNNPACK partitioner and a runtime library built for this Python. The report
+says so (`probed`); with probe=True (`doctor --probe`) it imports them, as the export target and the
+runner always do before they start.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.metadata
 import importlib.util
+import sys
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 PACKAGES = ("torch", "onnx", "onnxscript", "onnxruntime", "executorch", "transformers", "gguf",
             "safetensors", "numpy")
 EXECUTORCH_EXTRA = "pip install 'checkpoint-studio[executorch]'"
+# Files (inside the executorch package) each part needs; the runtime's is a native library.
+EXECUTORCH_EXPORT_FILES = ("exir/__init__.py", "backends/xnnpack/partition/xnnpack_partitioner.py")
+EXECUTORCH_RUNTIME_FILES = ("runtime/__init__.py", "extension/pybindings/_C")
+# Loading an AOTInductor package imports torch.utils.cpp_extension (PyTorch checks the CPU's vector
+# extensions on the way), which imports these; the frozen app left setuptools out.
+AOTI_LOADER_MODULES = ("setuptools", "packaging.version", "packaging.utils")
+NOT_PROBED = ("ExecuTorch was judged by its installed files, not imported (that takes 10 to 40 s); "
+              "`ckpt-studio doctor --probe` imports its exporter and runtime.")
 
 
 @dataclass
@@ -48,10 +63,12 @@ def compiler_problem() -> str | None:
     return missing_toolchain()
 
 
-def executorch_problem() -> str | None:
-    """Why the ExecuTorch export target cannot work here, or None when it can."""
-    if package_version("executorch") is None:
-        return f"the executorch package is not installed ({EXECUTORCH_EXTRA})"
+def executorch_problem(probe: bool = True) -> str | None:
+    """Why the ExecuTorch export target cannot work here, or None when it can; probe=False judges
+    by the installed files only (fast), probe=True also imports the exporter (10 to 40 s)."""
+    problem = _executorch_files_problem(EXECUTORCH_EXPORT_FILES)
+    if problem or not probe:
+        return problem
     from core.export.common import quiet  # torchao, which executorch loads, logs and prints
 
     try:
@@ -64,10 +81,11 @@ def executorch_problem() -> str | None:
     return None
 
 
-def executorch_runtime_problem() -> str | None:
-    """Why .pte files cannot be run here, or None when they can."""
-    if package_version("executorch") is None:
-        return f"the executorch package is not installed ({EXECUTORCH_EXTRA})"
+def executorch_runtime_problem(probe: bool = True) -> str | None:
+    """Why .pte files cannot be run here, or None when they can (probe as in executorch_problem)."""
+    problem = _executorch_files_problem(EXECUTORCH_RUNTIME_FILES)
+    if problem or not probe:
+        return problem
     from core.export.common import quiet
 
     try:
@@ -76,6 +94,58 @@ def executorch_runtime_problem() -> str | None:
     except Exception as exc:
         return f"the executorch runtime does not load here ({type(exc).__name__})"
     return None
+
+
+def aoti_runtime_problem(probe: bool = True) -> str | None:
+    """Why AOTInductor packages cannot be loaded here, or None when they can (no compiler needed);
+    probe=True also imports torch.utils.cpp_extension, as loading a package does."""
+    missing = [name for name in AOTI_LOADER_MODULES if not _importable(name)]
+    if missing:
+        if getattr(sys, "frozen", False):
+            return (f"the installed app leaves out {', '.join(missing)}, which loading an AOTInductor "
+                    "package needs; run it from a pip installation")
+        return (f"loading an AOTInductor package needs {', '.join(missing)}, missing from this "
+                "Python (pip install setuptools packaging)")
+    if not probe:
+        return None
+    try:
+        importlib.import_module("torch.utils.cpp_extension")
+    except Exception as exc:
+        return f"PyTorch's loader for AOTInductor packages does not import here ({type(exc).__name__})"
+    return None
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _executorch_files_problem(files: tuple[str, ...]) -> str | None:
+    """Whether the executorch package and `files` in it are installed, without importing it."""
+    if package_version("executorch") is None:
+        if getattr(sys, "frozen", False):
+            return ("the installed app does not include ExecuTorch; use a pip installation with "
+                    f"the executorch extra ({EXECUTORCH_EXTRA})")
+        return f"the executorch package is not installed ({EXECUTORCH_EXTRA})"
+    spec = importlib.util.find_spec("executorch")
+    roots = [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
+    for name in files:
+        if not any(_installed(root / name) for root in roots):
+            what = f"{name} is missing" if Path(name).suffix else \
+                f"its native library {name} is missing or built for another Python"
+            return f"the installed executorch package is incomplete ({what}); reinstall it " \
+                   f"({EXECUTORCH_EXTRA})"
+    return None
+
+
+def _installed(path: Path) -> bool:
+    """A file, or (for a name without suffix) a native library built for this Python."""
+    if path.suffix:
+        return path.is_file()
+    return any(path.with_name(path.name + ext).is_file()
+               for ext in importlib.machinery.EXTENSION_SUFFIXES)
 
 
 def _onnx_problem() -> str | None:
@@ -103,23 +173,25 @@ def _first(*checks: Any) -> str | None:
     return None
 
 
-def targets_and_runners() -> list[Capability]:
-    """Every export target and runner with whether it works here and, if not, why."""
+def targets_and_runners(probe: bool = True) -> list[Capability]:
+    """Every export target and runner with whether it works here and, if not, why (probe: see
+    executorch_problem)."""
     compiler = _first(_torch_problem, compiler_problem)
     checks = {
         ("onnx", "target"): _first(_torch_problem, _onnx_problem),
         ("torchscript", "target"): _first(_torch_problem),
         ("pt2", "target"): _first(_torch_problem),
-        ("aoti", "target"): compiler and f"AOTInductor needs a C++ compiler, but {compiler}",
-        ("executorch", "target"): _first(_torch_problem, executorch_problem),
+        ("aoti", "target"): (compiler and f"AOTInductor needs a C++ compiler, but {compiler}")
+        or aoti_runtime_problem(probe),  # the export loads the package back to check it
+        ("executorch", "target"): _first(_torch_problem, lambda: executorch_problem(probe)),
         ("eager", "runner"): _first(_torch_problem),
         ("compiled", "runner"): compiler and f"Compiling with torch.compile needs a C++ compiler, "
                                              f"but {compiler}",
         ("torchscript", "runner"): _first(_torch_problem),
         ("pt2", "runner"): _first(_torch_problem),
-        ("aoti", "runner"): _first(_torch_problem),
+        ("aoti", "runner"): _first(_torch_problem, lambda: aoti_runtime_problem(probe)),
         ("onnxruntime", "runner"): _first(_ort_problem),
-        ("executorch", "runner"): _first(executorch_runtime_problem),
+        ("executorch", "runner"): _first(_torch_problem, lambda: executorch_runtime_problem(probe)),
     }
     return [Capability(name, kind, problem is None, _sentence(problem))
             for (name, kind), problem in checks.items()]
@@ -148,11 +220,13 @@ def _cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def capabilities() -> dict[str, Any]:
-    """The whole report as plain data (what `doctor --json` prints)."""
+def capabilities(probe: bool = False) -> dict[str, Any]:
+    """The whole report as plain data (what `doctor --json` prints); `probed` says whether
+    ExecuTorch was imported (probe=True) or judged by its installed files."""
     compiler = compiler_problem()
-    found = targets_and_runners()
+    found = targets_and_runners(probe)
     return {
+        "probed": probe,
         "versions": {name: package_version(name) for name in PACKAGES},
         "onnxruntime_providers": _providers(),
         "cuda": _cuda(),
@@ -175,4 +249,6 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"{title}:")
         lines += [f"  {c['name']:<12} {'yes' if c['available'] else 'no: ' + c['reason']}"
                   for c in report[key]]
+    if not report["probed"] and report["versions"]["executorch"]:
+        lines.append(NOT_PROBED)
     return "\n".join(lines)

@@ -70,6 +70,7 @@ class InspectResult:
     findings: list[Finding]
     name_filter: str | None = None
     unfiltered_tensors: int = 0  # tensors in the chosen sections before the name filter
+    preprocess: dict[str, Any] | None = None  # the recorded preprocessing spec (to_dict), if any
 
     def filter_note(self) -> str | None:
         """'3 of 12 tensors match 'bn'' when a filter was given; None otherwise."""
@@ -84,7 +85,7 @@ class InspectResult:
             "weights": self.weights, "totals": self.totals.to_dict(), "aliases": self.aliases,
             "filter": self.name_filter, "unfiltered_tensors": self.unfiltered_tensors,
             "metadata": self.metadata, "findings": [f.to_dict() for f in self.findings],
-            "sections": [s.to_dict() for s in self.sections],
+            "sections": [s.to_dict() for s in self.sections], "preprocess": self.preprocess,
         }
 
 
@@ -106,7 +107,15 @@ def inspect_checkpoint(
         totals=Totals.of(every), aliases=alias_groups(every),
         metadata=checkpoint.metadata, findings=list(checkpoint.findings),
         name_filter=pattern or None, unfiltered_tensors=sum(len(s.tensors) for s in chosen),
+        preprocess=_recorded_preprocess(checkpoint.metadata),
     )
+
+
+def _recorded_preprocess(metadata: dict[str, Any]) -> dict[str, Any] | None:
+    from core.inputs.preprocess import find_recorded
+
+    spec = find_recorded(metadata)
+    return spec.to_dict() if spec is not None else None
 
 
 def name_matcher(text: str) -> Callable[[str], bool] | None:

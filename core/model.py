@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
 PARAMETER, BUFFER, UNKNOWN = "parameter", "buffer", "unknown"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Storage:
     """Where a run of bytes lives. Tensors sharing one Storage are aliases/views of each other.
 
@@ -33,7 +33,7 @@ class Storage:
     encoding: str = "raw"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Finding:
     """Something the scan saw that torch.load(weights_only=True) or a careful reader would refuse."""
 
@@ -52,7 +52,7 @@ class Finding:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TensorInfo:
     name: str
     shape: tuple[int, ...]
@@ -106,7 +106,7 @@ PER_CHANNEL_AFFINE = "per_channel_affine"
 PER_CHANNEL_FLOAT_QPARAMS = "per_channel_affine_float_qparams"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Quantization:
     """How a quantized tensor's stored integers map to real values: (q - zero_point) * scale.
 

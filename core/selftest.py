@@ -7,7 +7,10 @@ Each step imports the real libraries and does a little real work, printing one l
 3. load the converted weights into a tiny model and export it to ONNX with the torch.export-based
    exporter (onnx + onnxscript), TorchScript and .pt2, each also quantized to int8 (onnxruntime's
    quantizer, torch.ao); every file is loaded back and run against eager PyTorch on the way;
-4. run a parity check, onnxruntime against eager PyTorch, over several batch sizes.
+4. run a parity check, onnxruntime against eager PyTorch, over several batch sizes;
+5. build the capability report (`ckpt-studio doctor`) and hold it to what the steps above proved:
+   every target and runner they used is reported available, and a frozen app, which carries no
+   C++ compiler, offers neither AOTInductor nor torch.compile.
 
 The first failure prints its plain reason and `run()` returns 1, so a hidden import that a frozen
 build left out fails the self-test instead of the user's first real job.
@@ -28,6 +31,8 @@ from core.errors import CheckpointError
 TINY_NAME = "tiny.safetensors"
 SPEC = "x: float32[batch(1..16)=2, 4]"
 EXPORT_TARGETS = ["onnx", "torchscript", "pt2"]  # + their int8 versions (onnxruntime, torch.ao)
+USED_RUNNERS = ["eager", "onnxruntime"]  # step_parity's
+NEED_COMPILER = [("aoti", "targets"), ("compiled", "runners")]
 DETAIL_LINES = 12
 
 
@@ -141,9 +146,30 @@ def step_parity(state: State) -> str:
             f"worst max abs diff {worst:.2e}")
 
 
+def step_capabilities(state: State) -> str:
+    from core.capabilities import capabilities
+
+    report = capabilities()
+    entries = {(c["name"], kind): c for kind in ("targets", "runners") for c in report[kind]}
+    used = [(name, "targets") for name in EXPORT_TARGETS] + [(n, "runners") for n in USED_RUNNERS]
+    denied = [f"{name} ({entries[name, kind]['reason']})" for name, kind in used
+              if not entries[name, kind]["available"]]
+    if denied:
+        raise CheckpointError("The capability report calls unavailable what the self-test just "
+                              f"used: {'; '.join(denied)}")
+    offered = [name for name, kind in NEED_COMPILER if entries[name, kind]["available"]]
+    if getattr(sys, "frozen", False) and offered:
+        raise CheckpointError("The capability report offers what needs a C++ compiler, which the "
+                              f"installed app does not carry: {', '.join(offered)}")
+    ready = [c["name"] for c in report["targets"] if c["available"]]
+    missing = [c["name"] for c in report["targets"] if not c["available"]]
+    return (f"capabilities: export targets here: {', '.join(ready)}; not here: "
+            f"{', '.join(missing) or 'none'} (ckpt-studio doctor says why)")
+
+
 STEPS: list[tuple[str, Callable[[State], str]]] = [
     ("versions", step_versions), ("open", step_open), ("convert", step_convert),
-    ("export", step_export), ("parity", step_parity)]
+    ("export", step_export), ("parity", step_parity), ("capabilities", step_capabilities)]
 
 
 def run() -> int:

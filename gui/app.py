@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QEvent, QObject, QSettings, Qt, QTimer, QUrl
 from PySide6.QtGui import (
@@ -196,12 +197,12 @@ class MainWindow(QMainWindow):
             return
         if current is not None:
             panel.set_checkpoint(str(current.path))
-        panel.artefacts_ready.connect(self._check_artefacts)
+        panel.artefacts_ready.connect(lambda paths: self._check_artefacts(paths, panel.check_options()))
 
-    def _check_artefacts(self, paths: list[str]) -> None:
-        panel = self.open_panel("checks")
-        if panel is not None:
-            panel.add_artefacts(paths)
+    def _check_artefacts(self, paths: list[str], hf_options: dict[str, Any] | None) -> None:
+        checks = self.open_panel("checks")
+        if checks is not None:
+            checks.add_artefacts(paths, hf_options)
 
     def _find(self, test: Callable[[QWidget], bool]) -> QWidget | None:
         """The first tab whose widget passes `test`, made current."""

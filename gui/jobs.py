@@ -70,13 +70,17 @@ def run_parity(reference: str, candidate: str, trust: bool, specs: list[InputSpe
 
 def run_latency(paths: list[str], trust: bool, specs: list[InputSpec] | None, batches: list[int],
                 runs: int, warmup: int, budget_s: float | None,
+                kwargs: list[dict[str, Any] | None] | None = None,
                 progress: Progress | None = None) -> LatencyResult:
+    """`kwargs[i]` (a model folder's task / pooling) goes to the runner of `paths[i]`."""
     import pyqtgraph  # noqa: F401 - loaded here, off the GUI thread, for the plots that follow
 
     from core.checks.latency import measure_latency
     from core.runtime import build_runner
 
-    runners = [build_runner(p, trust) for p in dict.fromkeys(paths)]
+    sources = list(zip(paths, kwargs or [None] * len(paths), strict=True))
+    unique = [s for i, s in enumerate(sources) if s not in sources[:i]]
+    runners = [build_runner(p, trust, kwargs=k) for p, k in unique]
     return measure_latency(runners, specs, batches, warmup=warmup, runs=runs, budget_s=budget_s,
                            progress=progress)
 

@@ -20,6 +20,7 @@ from PySide6.QtGui import QAction, QDropEvent, QIcon, QKeySequence
 from PySide6.QtWidgets import QMenu, QStyle, QToolBar, QWidget
 
 from core import __version__
+from gui.views.export_capabilities import show_capabilities
 
 if TYPE_CHECKING:  # pragma: no cover
     from gui.app import MainWindow
@@ -70,7 +71,9 @@ def build_menus(window: MainWindow, panels: Mapping[str, tuple[str, str, str, st
             actions.panels[key] = act(tools, f"&{title}…", shortcut,
                                       lambda _checked=False, k=key: window.open_panel(k),
                                       icon(PANEL_PIXMAPS[key]))
-    act(bar.addMenu("&Help"), f"&About {APP_NAME}", None, window.show_about)
+    help_menu = bar.addMenu("&Help")
+    act(help_menu, "&Capabilities…", None, lambda: show_capabilities(window))
+    act(help_menu, f"&About {APP_NAME}", None, window.show_about)
     toolbar = QToolBar("Main", movable=False, objectName="MainToolBar")
     toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
     for action in (open_action, compare, convert, *actions.panels.values()):

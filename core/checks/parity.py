@@ -10,6 +10,12 @@ them. Per output and shape: see core.checks.compare. A runner that fails on one 
 shape with its error; the other shapes still run. Inputs and outputs of every failing shape are saved
 to `save_dir` as .npz ('input.NAME', 'reference.NAME', 'candidate.NAME'; load_cases reads them back).
 Progress: two steps per shape; a cancel raises Cancelled and leaves no file behind.
+
+Beside the raw tolerances, `result.verdicts` holds task-level verdicts (top-1/top-5 agreement of
+classifier-like outputs, the cosine distribution of embeddings) and `settings["profile"]` the
+tolerance profile (core.checks.verdicts): a quantized (int8) model gets loose tolerances and must
+also pass its verdicts; `result.reason()` says why it passed or failed. `result.localisation`
+holds core.checks.locate's answer when the caller located the divergence (the CLI's --locate).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from core.checks.common import (
     save_npz,
 )
 from core.checks.compare import OutputComparison, compare_output
+from core.checks.verdicts import TaskTally, profile_dict, target_profile
 from core.errors import CheckFailed
 from core.inputs import InputSpec, format_specs, shapes_to_test
 from core.progress import Progress, step
@@ -71,10 +78,25 @@ class ParityResult:
     cases: list[CaseResult]
     notes: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    verdicts: list[dict[str, Any]] = field(default_factory=list)  # task level, core.checks.verdicts
+    localisation: dict[str, Any] | None = None  # Localisation.to_json() when located
 
     @property
     def passed(self) -> bool:
-        return bool(self.cases) and all(c.passed for c in self.cases)
+        return (bool(self.cases) and all(c.passed for c in self.cases)
+                and all(v["passed"] for v in self.verdicts if v["decides"]))
+
+    def reason(self) -> str:
+        """Why it passed or failed, in one sentence: the profile, then the deciding evidence."""
+        profile = self.settings.get("profile", {}).get("name", "float")
+        raw = "every value is within tolerance" if all(c.passed for c in self.cases) else \
+            f"{sum(not c.passed for c in self.cases)} of {len(self.cases)} input shapes fail"
+        deciding = [v for v in self.verdicts if v["decides"]]
+        task = "; ".join(f"{v['output']}: {v['reason']}" for v in deciding or self.verdicts)
+        if task and not deciding:
+            task = "for information, " + task
+        verdict = "PASS" if self.passed else "FAIL"
+        return f"{verdict} under the {profile} profile: {raw}" + (f"; {task}." if task else ".")
 
     def __bool__(self) -> bool:
         return self.passed
@@ -103,7 +125,9 @@ class ParityResult:
         return {"kind": "parity", "passed": self.passed, "reference": self.reference,
                 "candidate": self.candidate, "settings": self.settings, "notes": self.notes,
                 "failures": self.failures(), "worst_max_abs_diff": self.worst(),
-                "cases": [c.to_dict() for c in self.cases]}
+                "reason": self.reason(), "verdicts": self.verdicts,
+                "first_divergence": (self.localisation or {}).get("first_divergence"),
+                "locate": self.localisation, "cases": [c.to_dict() for c in self.cases]}
 
 
 def check_parity(reference: Runner, candidate: Runner,
@@ -122,7 +146,12 @@ def check_parity(reference: Runner, candidate: Runner,
     maps = [match_names(given, r, notes) for r in (reference, candidate)]
     for runner, mapping in zip((reference, candidate), maps, strict=True):
         carry_dtypes(specs, runner, mapping)
-    tol = {"atol": atol, "rtol": rtol, "per_output": dict(tolerances or {})}
+    profile = target_profile(reference, candidate)
+    if atol is None and rtol is None and profile.atol is not None:
+        atol, rtol = profile.atol, profile.rtol
+        notes.append(f"The {profile.name} tolerance profile applies (the model is quantized).")
+    tally = TaskTally()
+    tol = {"atol": atol, "rtol": rtol, "per_output": dict(tolerances or {}), "tally": tally}
     total, results, arrays_of = 2 * len(plan), [], {}
     step(progress, 0, total, "parity")
     for i, (label, sizes, inputs) in enumerate(plan):
@@ -136,9 +165,10 @@ def check_parity(reference: Runner, candidate: Runner,
     notes += _unused_tolerances(tol["per_output"], results)
     settings = {"atol": atol, "rtol": rtol, "tolerances": tol["per_output"], "seed": seed,
                 "inputs": format_specs(specs) if specs else "from .npz files",
-                "save_dir": str(save_dir) if save_dir is not None else None}
+                "save_dir": str(save_dir) if save_dir is not None else None,
+                "profile": profile_dict(profile)}
     return ParityResult(reference.info(), candidate.info(), results, list(dict.fromkeys(notes)),
-                        settings)
+                        settings, tally.verdicts(profile))
 
 
 Plan = list[tuple[str, dict[str, int], dict[str, np.ndarray]]]
@@ -199,6 +229,7 @@ def _compare_all(case: CaseResult, ref: dict[str, np.ndarray], got: dict[str, np
         case.outputs.append(compare_output(
             name, ref[name], got[other], candidate_name=other, atol=atol, rtol=rtol,
             ref_dtype=reference.output_dtypes.get(name), got_dtype=candidate.output_dtypes.get(other)))
+        tol["tally"].add(name, ref[name], got[other])
 
 
 def parse_tolerances(texts: Sequence[str]) -> dict[str, tuple[float, float]]:

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from core.checks.preprocess_parity import for_baked_candidate
+from core.cli.preprocess import add_check_parser
 from core.cli.progress import ProgressBar
 from core.errors import CheckFailed
 from core.files import write_text
@@ -38,6 +40,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                      "(one case per .npz; a saved failing case works too)")
     par.add_argument("--save-dir", default="parity-failures", metavar="DIR",
                      help="where failing cases are saved as .npz (default: %(default)s)")
+    par.add_argument("--locate", action="store_true", help="also compare every module's output "
+                     "on the first failing input, and name the first module out of tolerance")
     par.set_defaults(run=run_parity)
     lat = checks.add_parser("latency", help="time one or more models at several batch sizes")
     lat.add_argument("sources", nargs="+", metavar="MODEL", help=SOURCE_HELP)
@@ -65,6 +69,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         q.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
         q.add_argument("--json", action="store_true", help="print JSON instead of tables")
         q.add_argument("--report", metavar="FILE", help="also write a report (.html or .md)")
+    add_check_parser(checks)
     return p
 
 
@@ -86,13 +91,37 @@ def run_parity(args: argparse.Namespace) -> int:
 
     cases = load_cases(args.inputs_npz) if args.inputs_npz else None
     reference, candidate = (_runner(s, args) for s in (args.a, args.b))
+    reference = for_baked_candidate(reference, candidate, args.a, args.b)  # raw pixels to both
     with ProgressBar("checking", enabled=not args.json) as bar:
         result = check_parity(reference, candidate, args.input, points=_points(args.shapes),
                               cases=cases, atol=args.atol, rtol=args.rtol,
                               tolerances=parse_tolerances(args.tol), seed=args.seed,
                               save_dir=args.save_dir, progress=bar)
+        if args.locate:
+            _locate(result, reference, candidate, cases, args, bar)
     _show(result, args)
     return EXIT_OK if result else EXIT_FAILED
+
+
+def _locate(result: Any, reference: Any, candidate: Any, cases: list[Any] | None,
+            args: argparse.Namespace, bar: Any) -> None:
+    """Locate on the first failing input shape (the first one when all pass); a model that cannot
+    be looked inside becomes a note, the parity result stands."""
+    from core.checks.locate import locate
+
+    index = next((i for i, c in enumerate(result.cases) if not c.passed), 0)
+    s = result.settings
+    try:
+        if cases:
+            loc = locate(reference, candidate, inputs=cases[index], atol=s["atol"],
+                         rtol=s["rtol"], progress=bar)
+        else:
+            loc = locate(reference, candidate, args.input, point=result.cases[index].sizes,
+                         atol=s["atol"], rtol=s["rtol"], seed=args.seed, progress=bar)
+    except CheckFailed as exc:
+        result.notes.append(f"Where the models diverge could not be located: {exc.message}")
+        return
+    result.localisation = loc.to_json()
 
 
 def run_latency(args: argparse.Namespace) -> int:

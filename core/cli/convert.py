@@ -38,6 +38,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    "and other sections' tensors (names prefixed by their key in the file)")
     p.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], help="cast floating tensors; "
                    "integer and bool tensors (num_batches_tracked) are kept as they are")
+    p.add_argument("--allow-overflow", action="store_true", help="cast to fp16 even when values "
+                   "larger than 65504 would become infinity (refused otherwise; the summary counts them)")
     p.add_argument("--strip-prefix", action="append", default=[], metavar="PREFIX",
                    help="remove this prefix from names, e.g. 'module.' (repeatable)")
     p.add_argument("--add-prefix", default="", metavar="PREFIX", help="prepend this to every name")
@@ -71,9 +73,13 @@ def run_convert(args: argparse.Namespace) -> int:
 
     if args.output and len(args.files) > 1:
         raise CheckpointError("--output names one output; with several inputs use --out-dir.")
+    if args.allow_overflow and args.dtype not in ("fp16", "bf16"):
+        raise CheckpointError("--allow-overflow only applies to a cast to 16 bits; add --dtype fp16 "
+                              "(or bf16), or leave it out.")
     shard = parse_size(args.max_shard_size) if args.max_shard_size else None
     target = chosen_target(args)
-    common = {"overwrite": args.overwrite, "max_shard_size": shard}
+    common = {"overwrite": args.overwrite, "max_shard_size": shard,
+              "allow_overflow": args.allow_overflow}
     with ProgressBar("converting", enabled=not args.json) as progress:
         if len(args.files) == 1:
             dest = args.output or default_destination(args.files[0], target, args.out_dir)
@@ -135,6 +141,8 @@ def summary(result: ConvertResult) -> str:
                      + ", ".join(f"{a} = {t}" for a, t in list(result.aliases.items())[:3]))
     if result.dtype_changes:
         lines.append(f"  {len(result.dtype_changes)} tensor(s) cast")
+    if result.precision:
+        lines.append("  " + precision_line(result.precision))
     if result.renamed:
         lines.append(f"  {len(result.renamed)} tensor(s) renamed")
     if result.dropped or result.dropped_sections:
@@ -144,3 +152,11 @@ def summary(result: ConvertResult) -> str:
     lines += [f"  note: {note}" for note in result.notes]
     return "\n".join(lines)
 
+
+
+def precision_line(report: dict[str, Any]) -> str:
+    """What the cast did to the values, in one line: overflow, flush to zero, rounding error."""
+    totals = report["totals"]
+    return (f"cast to {report['dtype']}: {totals['overflow']:,} value(s) became infinity, "
+            f"{totals['flushed']:,} became zero, {totals['subnormal']:,} subnormal; relative "
+            f"rounding error max {totals['max_rel_error']:.2g}, mean {totals['mean_rel_error']:.2g}")

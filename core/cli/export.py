@@ -45,6 +45,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    "pickled model files, which runs code stored in them")
     p.add_argument("--input", metavar="SPEC", help="inputs, e.g. 'x: float32[batch(1..64), 3, "
                    "224, 224]; mask: bool[batch, 16]' (default: guessed from the first layer)")
+    p.add_argument("--preprocess", metavar="SPEC", help="how raw pixels become the input, recorded "
+                   "in the artefacts, e.g. 'image: scale 1/255, mean 0.485,0.456,0.406, std 0.229,"
+                   "0.224,0.225, layout nhwc, uint8' or 'text: tokenizer HF_FOLDER'")
+    p.add_argument("--bake-preprocess", action="store_true", help="make the image preprocessing "
+                   "(dtype, layout, scale, channel order, mean/std) the graph's first ops, so the "
+                   "artefacts take raw pixels (resize and crop stay recorded only)")
     p.add_argument("--to", default="onnx", metavar="TARGETS",
                    help=f"comma-separated targets: {','.join(TARGET_NAMES)} (default onnx)")
     p.add_argument("--out-dir", required=True, metavar="DIR", help="folder for the outputs")
@@ -76,7 +82,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def run_export(args: argparse.Namespace) -> int:
     from core.export import ExportOptions, export
     from core.inputs import format_specs, infer_spec, parse_specs
+    from core.inputs.preprocess import parse_preprocess
 
+    preprocess = parse_preprocess(args.preprocess) if args.preprocess else None  # fail before loading
     hf = _hf_model(args)
     model, report = (hf.module, hf.report) if hf else _model(args)
     specs = parse_specs(args.input) if args.input else hf.specs if hf else infer_spec(model)
@@ -84,7 +92,8 @@ def run_export(args: argparse.Namespace) -> int:
         name=args.name or _stem(args.checkpoint), opset=args.opset,
         onnx_exporter=args.onnx_exporter or ("legacy" if hf else "auto"),
         ort_optimize=args.optimize, torchscript_mode=args.torchscript, quantize=args.quantize,
-        overwrite=args.overwrite, keep_going=True, protect=(Path(args.checkpoint),))
+        overwrite=args.overwrite, keep_going=True, protect=(Path(args.checkpoint),),
+        preprocess=preprocess, bake_preprocess=args.bake_preprocess)
     targets = [t.strip() for t in args.to.split(",") if t.strip()]
     with ProgressBar("exporting", enabled=not args.json) as progress:
         results = export(model, specs, targets, args.out_dir, options, progress)
@@ -164,5 +173,10 @@ def summary(results: list[ExportResult], report: LoadReport | None, inputs: str,
                      + (f"; vs the float model: {r.quantization_error:.3g}"
                         if r.quantization_error is not None else ""))
         lines += [f"  warning: {w}" for w in r.warnings]
+    record = next((r.preprocess for r in results if r.preprocess), None)
+    if record:
+        lines.append(f"preprocessing recorded in the artefacts: {record['text']}")
+        if record.get("baked"):
+            lines.append(f"  baked in: the artefacts take raw pixels ({record['raw_inputs']})")
     return "\n".join(lines)
 

@@ -32,4 +32,13 @@ def run_inspect(args: argparse.Namespace) -> int:
         from core.cli.render import print_inspect
 
         print_inspect(result)
+        if result.preprocess:
+            print(preprocess_line(result.preprocess))
     return EXIT_OK
+
+
+def preprocess_line(record: dict[str, Any]) -> str:
+    """'Preprocessing (baked into the graph): image: scale 1/255, ...' for a recorded spec."""
+    how = "baked into the graph: it takes raw pixels" if record.get("baked") else \
+        "recorded; apply it before feeding the model"
+    return f"Preprocessing ({how}): {record['text']}"

@@ -22,14 +22,15 @@ from core.convert import safetensors_sharded, safetensors_single, torch_pt
 from core.convert.checksums import METHOD
 from core.convert.hashing import SourceHasher
 from core.convert.job import Job
+from core.convert.precision import FORMATS, OverflowFound, OverflowRefused, PrecisionCounter, precision_report
 from core.convert.stream import verbatim_ranges
 from core.convert.transforms import ConvertOptions, Plan, build_plan
 from core.errors import Cancelled, CheckpointError
 from core.model import Checkpoint
 from core.progress import Progress
 
-__all__ = ["TARGETS", "BatchResult", "ConvertOptions", "ConvertResult", "convert", "convert_many",
-           "default_destination"]
+__all__ = ["TARGETS", "BatchResult", "ConvertOptions", "ConvertResult", "OverflowRefused", "convert",
+           "convert_many", "default_destination", "precision_report"]
 
 TARGETS: dict[str, ModuleType] = {
     m.NAME: m for m in (safetensors_single, safetensors_sharded, torch_pt)
@@ -54,6 +55,7 @@ class ConvertResult:
     seconds: float
     metadata: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    precision: dict[str, Any] | None = None  # PrecisionReport.to_dict() of a 16-bit float cast
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -71,8 +73,13 @@ class BatchResult:
 def convert(source: str | os.PathLike[str] | Checkpoint, destination: str | os.PathLike[str],
             target: str = "safetensors", options: ConvertOptions | None = None, *,
             overwrite: bool = False, max_shard_size: int | None = None,
-            create_folders: bool = False, progress: Progress | None = None) -> ConvertResult:
+            create_folders: bool = False, allow_overflow: bool = False,
+            progress: Progress | None = None) -> ConvertResult:
     """Convert one file; `destination` is a file (a folder for sharded output).
+
+    A cast to float16/bfloat16 counts what it does to the values (`ConvertResult.precision`);
+    one that would turn a finite value into infinity is refused (`OverflowRefused`, naming the
+    tensors, nothing written) unless `allow_overflow`.
 
     `max_shard_size` is used by the sharded target only (the command line refuses it with
     another); `create_folders` makes the destination's missing folders (an output folder the
@@ -80,26 +87,38 @@ def convert(source: str | os.PathLike[str] | Checkpoint, destination: str | os.P
     """
     start = time.perf_counter_ns()
     module = _target(target)
-    checkpoint = source if isinstance(source, Checkpoint) else _open(source)
-    options = options or ConvertOptions()
-    plan = build_plan(checkpoint, options)
-    ranges = verbatim_ranges(checkpoint.path, plan.items) if module.STREAMS else {}
-    hasher = SourceHasher(checkpoint.path, ranges, progress)
+    checkpoint, hasher = _open_and_hash(source, progress)
+    try:
+        options = options or ConvertOptions()
+        plan = build_plan(checkpoint, options)
+        hasher.watch(verbatim_ranges(checkpoint.path, plan.items) if module.STREAMS else {})
+    except BaseException:
+        hasher.stop()
+        raise
     job = Job(checkpoint, plan, options, hasher, overwrite=overwrite,
               max_shard_size=max_shard_size, create_folders=create_folders, progress=progress,
-              notes=list(plan.notes))
+              precision=_counter(plan, allow_overflow), notes=list(plan.notes))
     try:
         outputs = module.write(job, Path(destination))
         digest = hasher.digest()
+    except OverflowFound:  # the temp files are gone; count every tensor's overflow to name them
+        hasher.stop()
+        raise OverflowRefused(precision_report(checkpoint, options.dtype or "", options,
+                                               progress=progress)) from None
     finally:
         hasher.stop()
     return _result(job, module.NAME, outputs, digest, start)
 
 
+def _counter(plan: Plan, allow_overflow: bool) -> PrecisionCounter | None:
+    dtypes = {i.dtype for i in plan.items if i.cast} & set(FORMATS)
+    return PrecisionCounter(dtypes.pop(), allow_overflow=allow_overflow) if dtypes else None
+
+
 def convert_many(sources: list[str | os.PathLike[str]], out_dir: str | os.PathLike[str] | None,
                  target: str = "safetensors", options: ConvertOptions | None = None, *,
                  overwrite: bool = False, max_shard_size: int | None = None,
-                 progress: Progress | None = None) -> BatchResult:
+                 allow_overflow: bool = False, progress: Progress | None = None) -> BatchResult:
     """Convert several files (drag-and-drop) into `out_dir`, or beside each one when it is None.
 
     One result per file; a file that fails is listed in `errors` and the others still convert.
@@ -113,7 +132,7 @@ def convert_many(sources: list[str | os.PathLike[str]], out_dir: str | os.PathLi
                 raise CheckpointError(f"Several inputs would be written to '{dest.name}'; "
                                       "convert them into separate folders.")
             batch.results.append(convert(src, dest, target, options, overwrite=overwrite,
-                                         max_shard_size=max_shard_size,
+                                         max_shard_size=max_shard_size, allow_overflow=allow_overflow,
                                          create_folders=out_dir is not None, progress=progress))
         except Cancelled:
             raise
@@ -145,10 +164,26 @@ def _target(name: str) -> ModuleType:
     return module
 
 
-def _open(source: str | os.PathLike[str]) -> Checkpoint:
+def _open_and_hash(source: str | os.PathLike[str] | Checkpoint,
+                   progress: Progress | None) -> tuple[Checkpoint, SourceHasher]:
+    """The opened checkpoint and its source hash, started as early as possible: a file's sha256
+    takes as long as the copy, so it starts before the file is even parsed."""
     from core.formats import open_checkpoint
 
-    return open_checkpoint(source)
+    if isinstance(source, Checkpoint):
+        return source, SourceHasher(source.path, progress=progress)
+    early = SourceHasher(Path(source), progress=progress) if os.path.isfile(source) else None
+    try:
+        checkpoint = open_checkpoint(source)
+    except BaseException:
+        if early is not None:
+            early.stop()
+        raise
+    if early is not None and os.path.abspath(checkpoint.path) == os.path.abspath(source):
+        return checkpoint, early
+    if early is not None:  # the file named another (an index, a folder's weights)
+        early.stop()
+    return checkpoint, SourceHasher(checkpoint.path, progress=progress)
 
 
 def _output_size(path: Path) -> int:
@@ -164,6 +199,11 @@ def _result(job: Job, target: str, outputs: list[Path], digest: str, start: int)
     files = [{"path": str(p), "size": _output_size(p)} for p in outputs]
     verification = {"method": METHOD, "tensors": len(plan.items), "passed": True}
     metadata = job.metadata(digest) if target != torch_pt.NAME else {}
+    precision = job.precision.report(plan.items) if job.precision is not None else None
+    if precision is not None and precision.overflow:
+        job.notes.append(f"{precision.overflow:,} value(s) larger than {precision.max_finite:.6g} "
+                         f"became infinity in the cast to {precision.dtype}: "
+                         + ", ".join(precision.overflowing[:5]))
     if job.checkpoint.findings:
         job.notes.append(f"The source references code ({len(job.checkpoint.findings)} finding(s), "
                          "see `ckpt-studio scan`); none of it was run and only tensors were copied.")
@@ -173,4 +213,5 @@ def _result(job: Job, target: str, outputs: list[Path], digest: str, start: int)
         bytes_written=plan.nbytes, dtype_changes=plan.dtype_changes, dropped=plan.dropped,
         dropped_sections=plan.dropped_sections, renamed=plan.renamed, aliases=plan.aliases,
         verification=verification, seconds=(time.perf_counter_ns() - start) / 1e9,
-        metadata=metadata, notes=job.notes)
+        metadata=metadata, notes=job.notes,
+        precision=precision.to_dict() if precision is not None else None)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from core.convert.hashing import SourceHasher
 from core.convert.metadata import build_metadata
+from core.convert.precision import PrecisionCounter
 from core.convert.stream import Meter
 from core.convert.transforms import ConvertOptions, Plan
 from core.model import Checkpoint
@@ -23,6 +24,7 @@ class Job:
     max_shard_size: int | None = None
     create_folders: bool = False  # make a missing output folder (and the ones above it)
     progress: Progress | None = None
+    precision: PrecisionCounter | None = None  # counts what the cast overflows or flushes
     notes: list[str] = field(default_factory=list)
     meter: Meter = field(init=False)
 

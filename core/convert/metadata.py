@@ -3,7 +3,8 @@
 Keys written: `format` ("pt"), the source's non-tensor values (epoch, versions, hyper-parameters)
 as strings (JSON for anything that is not already text), `checkpoint_studio` (a JSON record: app
 version, source name/format/sha256, transforms) and, when tied tensors were written once,
-`checkpoint_studio.aliases` (JSON {alias: written name}; the safetensors reader restores them).
+`checkpoint_studio.aliases` (JSON {alias: written name}; the safetensors reader restores them), and
+`checkpoint_studio.preprocess` when the source records its preprocessing (core.inputs.preprocess).
 
 The source sha256 is computed in a background thread while the tensors stream (see hashing.py);
 writers put the hasher's placeholder in the header and patch the real digest in before the file
@@ -18,6 +19,7 @@ from typing import Any
 from core import __version__
 from core.convert.transforms import ConvertOptions, Plan
 from core.formats.safetensors import ALIASES_KEY
+from core.inputs.preprocess import METADATA_KEY, find_recorded
 from core.model import Checkpoint
 
 RECORD_KEY = "checkpoint_studio"
@@ -33,6 +35,9 @@ def build_metadata(checkpoint: Checkpoint, plan: Plan, options: ConvertOptions,
         out.setdefault(key, _text(value))
     if plan.aliases:
         out[ALIASES_KEY] = json.dumps(plan.aliases, sort_keys=True)
+    recorded = find_recorded(checkpoint.metadata)  # a TorchScript/.pt2/ONNX source's preprocessing
+    if recorded is not None:
+        out[METADATA_KEY] = recorded.to_json()
     out[RECORD_KEY] = json.dumps(record(checkpoint, options, sha256))
     return out
 

@@ -6,7 +6,8 @@ Three paths, cheapest first:
   one reused buffer); the source hasher checksums the range in its own pass;
 - raw: the same from another file (a shard) -> read into one reused buffer, checksum, write;
 - chunked cast: the same layouts but cast to another float type -> `cast_bytes` casts one chunk
-  at a time with numpy + ml_dtypes (no torch), bit for bit what torch's `tensor.to` writes;
+  at a time with numpy + ml_dtypes (no torch, cast.py), bit for bit what torch's `tensor.to` writes,
+  in a worker thread one chunk ahead of the writes; the precision check counts each cast chunk;
 - decoded: a whole storage that a reader decodes (GGUF dequantised, ONNX typed values, zip
   records) -> `storage_bytes`, cast with `cast_bytes`; no torch;
 - tensor: anything else (views, big-endian, quantized tensors) -> `read_tensor`, cast,
@@ -19,9 +20,11 @@ import errno
 import mmap
 import os
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
+from core.convert.cast import cast_bytes, tensor_bytes, torch_dtype
 from core.convert.checksums import new_checksum
 from core.convert.transforms import CASTABLE, Item
 from core.dtypes import itemsize
@@ -29,6 +32,11 @@ from core.errors import CorruptFile
 from core.files import start_writeback
 from core.model import TensorInfo
 from core.progress import Progress, step
+
+if TYPE_CHECKING:  # pragma: no cover
+    from core.convert.precision import PrecisionCounter
+
+__all__ = ["SourceReader", "Meter", "cast_bytes", "tensor_bytes", "torch_dtype"]  # the casts: cast.py
 
 CHUNK = 16 << 20  # ~10-50 ms of disk work: cancel stays responsive, memory stays flat
 CAST_CHUNK = 1 << 20
@@ -56,10 +64,13 @@ class SourceReader:
     """
 
     def __init__(self, verbatim: set[str] | frozenset[str] = frozenset(),
-                 chunk: int | None = None) -> None:
+                 chunk: int | None = None, precision: PrecisionCounter | None = None) -> None:
         self.chunk = chunk or CHUNK
         self.verbatim = verbatim
+        self.precision = precision  # counts what each cast chunk overflows or flushes
         self._buf = bytearray(self.chunk)
+        self._slots = [bytearray(), bytearray()]  # read_full's buffers (see _cast_chunks)
+        self._pool: ThreadPoolExecutor | None = None
         self._files: dict[Path, IO[bytes]] = {}
         self.kernel_copy = hasattr(os, "copy_file_range")
 
@@ -67,6 +78,9 @@ class SourceReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         for f in self._files.values():
             f.close()
         self._files.clear()
@@ -128,18 +142,38 @@ class SourceReader:
             yield from self._decoded_chunks(item)
             return
         if not is_raw_contiguous(info):
-            yield from _tensor_chunks(item, self.chunk)
+            yield from _tensor_chunks(item, self.chunk, self.precision)
             return
         assert info.storage is not None
         start, path = byte_start(info), info.storage.path
         if not item.cast:
             yield from self.read(path, start, info.nbytes)
             return
-        # casts read less at a time: the bytes are still in the CPU cache when they are cast
-        step_bytes = max(min(self.chunk, CAST_CHUNK) // itemsize(info.dtype), 1) * itemsize(info.dtype)
-        for offset in range(0, info.nbytes, step_bytes):
-            n = min(step_bytes, info.nbytes - offset)
-            yield cast_bytes(self.read_full(path, start + offset, n), info.dtype, item.dtype)
+        yield from self._cast_chunks(item, path, start)
+
+    def _cast_chunks(self, item: Item, path: Path, start: int) -> Iterator[memoryview]:
+        """Read chunk k+1 while another thread casts chunk k (numpy lets go of the GIL), so the
+        cast overlaps the reads and writes; two buffers take turns. Casts read less at a time:
+        the bytes are still in a CPU cache when they are cast."""
+        size = itemsize(item.source.dtype)
+        step_bytes = max(min(self.chunk, CAST_CHUNK) // size, 1) * size
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="cast")
+        pending: Future[memoryview] | None = None
+        try:
+            for k, offset in enumerate(range(0, item.source.nbytes, step_bytes)):
+                n = min(step_bytes, item.source.nbytes - offset)
+                source = self.read_full(path, start + offset, n, slot=k % 2)
+                cast = self._pool.submit(self._cast, item, source)
+                if pending is not None:
+                    yield pending.result()
+                pending = cast
+            if pending is not None:
+                yield pending.result()
+                pending = None
+        finally:
+            if pending is not None:  # the consumer stopped early: let go of the buffer first
+                wait([pending])
 
     def _decoded_chunks(self, item: Item) -> Iterator[memoryview]:
         """A decoded storage (GGUF dequantised, ONNX typed values) as bytes, cast with numpy when
@@ -155,7 +189,15 @@ class SourceReader:
             return
         step_bytes = max(CAST_CHUNK // itemsize(info.dtype), 1) * itemsize(info.dtype)
         for offset in range(0, len(data), step_bytes):
-            yield cast_bytes(data[offset:offset + step_bytes], info.dtype, item.dtype)
+            yield self._cast(item, data[offset:offset + step_bytes])
+
+    def _cast(self, item: Item, source: memoryview) -> memoryview:
+        if self.precision is None or not self.precision.covers(item):
+            return cast_bytes(source, item.source.dtype, item.dtype)
+        bounds: list[int] = []
+        out = cast_bytes(source, item.source.dtype, item.dtype, bounds)
+        self.precision.add(item, source, out, bounds)
+        return out
 
     def read(self, path: Path, start: int, nbytes: int) -> Iterator[memoryview]:
         """The bytes [start, start+nbytes) of `path` as views into one reused buffer."""
@@ -171,14 +213,14 @@ class SourceReader:
             left -= n
             yield view[:n]
 
-    def read_full(self, path: Path, start: int, nbytes: int) -> memoryview:
-        """The bytes [start, start+nbytes) of `path` as one view into the reused buffer (a cast
+    def read_full(self, path: Path, start: int, nbytes: int, slot: int = 0) -> memoryview:
+        """The bytes [start, start+nbytes) of `path` as one view into reused buffer `slot` (a cast
         needs whole elements, which a short read could split)."""
-        if nbytes > len(self._buf):
-            self._buf = bytearray(nbytes)
+        if nbytes > len(self._slots[slot]):
+            self._slots[slot] = bytearray(nbytes)
         f = self._file(path)
         f.seek(start)
-        view = memoryview(self._buf)[:nbytes]
+        view = memoryview(self._slots[slot])[:nbytes]
         got = 0
         while got < nbytes:
             n = f.readinto(view[got:])  # type: ignore[attr-defined]
@@ -272,124 +314,18 @@ def byte_start(info: TensorInfo) -> int:
     return info.storage.offset + info.storage_offset * itemsize(info.dtype)
 
 
-def torch_dtype(name: str) -> Any:
-    import torch
-
-    return getattr(torch, name)
-
-
-# The NaN bits torch writes (its vectorised CPU loop) where numpy/ml_dtypes write others, per
-# (src, dst): ("f16", _) -> sign | quiet | the top 10 payload bits of the float32 on the way;
-# ("set", bits) -> those bits; ("or", bit) -> the quiet bit added. Every other value already
-# matches. Checked against torch for every 16-bit pattern and every float32 one (to float16 and
-# bfloat16); tests/core/test_cast_bits.py holds us to it.
-_NAN_RULES: dict[tuple[str, str], tuple[str, int]] = {
-    ("float64", "float16"): ("f16", 0), ("float32", "float16"): ("f16", 0),
-    ("bfloat16", "float16"): ("f16", 0),
-    ("float64", "bfloat16"): ("set", 0xFFFF), ("float32", "bfloat16"): ("set", 0xFFFF),
-    ("float16", "bfloat16"): ("set", 0x7FC0),
-    ("float16", "float32"): ("or", 1 << 22), ("float16", "float64"): ("or", 1 << 51),
-}
-# torch casts float64 and the 16-bit types to a 16-bit type through float32 (two roundings)
-_THROUGH_F32 = {("float64", "float16"), ("float64", "bfloat16"), ("float16", "bfloat16"),
-                ("bfloat16", "float16")}
-_UINT = {8: "uint64", 4: "uint32", 2: "uint16"}
 _PLAIN_DTYPES = CASTABLE | {"int64", "int32", "int16", "int8", "uint8", "bool"}
-_BLOCK = 1 << 16  # elements: 256 KiB of float32, stays in the CPU cache between the steps
 
 
-def cast_bytes(data: memoryview | bytes | bytearray, src: str, dst: str) -> memoryview:
-    """Native-order `src` floats in `data` as `dst` floats, bit for bit what `tensor.to(dst)` writes
-    on the CPU: round to nearest even, subnormals kept, overflow to ±inf, torch's NaN bits.
-
-    Both types are one of `CASTABLE` (float64/32/16, bfloat16). numpy + ml_dtypes, no torch.
-    """
-    import numpy as np
-
-    if src not in CASTABLE or dst not in CASTABLE:
-        raise ValueError(f"cannot cast {src} to {dst}: only {sorted(CASTABLE)}")
-    values = np.frombuffer(data, dtype=_np_dtype(src))
-    if src == dst:
-        return memoryview(values.copy().view(np.uint8))
-    if (src, dst) == ("float32", "bfloat16"):  # the common case, done faster
-        return memoryview(_f32_to_bf16(values).view(np.uint8))
-    with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is the answer wanted
-        if (src, dst) in _THROUGH_F32:
-            values = values.astype(np.float32)
-        out = values.astype(_np_dtype(dst))
-    rule = _NAN_RULES.get((src, dst))
-    if rule is not None and values.size:
-        nan = np.isnan(values)  # `values` is never bfloat16 here
-        if nan.any():
-            _fix_nans(out, values, nan, rule)
-    return memoryview(out.view(np.uint8))
-
-
-def _f32_to_bf16(values: Any) -> Any:
-    """float32 -> bfloat16 bits, in cache-sized blocks (3x faster than ml_dtypes' element loop):
-    round to nearest even by adding 0x7FFF plus the lowest kept bit and keeping the top 16 bits;
-    NaNs become 0xFFFF, as torch writes them (`_NAN_RULES`)."""
-    import numpy as np
-
-    bits = values.view(np.uint32)
-    out = np.empty(bits.size, dtype=np.uint16)
-    block = np.empty(min(bits.size, _BLOCK), dtype=np.uint32)
-    for at in range(0, bits.size, _BLOCK):
-        part = bits[at:at + _BLOCK]
-        tmp = block[:part.size]
-        np.bitwise_and(part, 0x7FFFFFFF, out=tmp)
-        nan = tmp > 0x7F800000 if (tmp.max(initial=0) > 0x7F800000) else None
-        np.right_shift(part, 16, out=tmp)
-        np.bitwise_and(tmp, 1, out=tmp)
-        tmp += 0x7FFF
-        tmp += part  # wraps only for NaNs, which are replaced below
-        tmp >>= 16
-        if nan is not None:
-            tmp[nan] = 0xFFFF
-        out[at:at + part.size] = tmp
-    return out
-
-
-def _fix_nans(out: Any, values: Any, nan: Any, rule: tuple[str, int]) -> None:
-    import numpy as np
-
-    kind, arg = rule
-    bits = out.view(_UINT[out.itemsize])
-    if kind == "set":
-        bits[nan] = arg
-    elif kind == "or":
-        bits[nan] |= np.array(arg, dtype=bits.dtype)
-    else:  # float32 bits -> float16 NaN
-        f32 = values[nan].view(np.uint32)
-        bits[nan] = (((f32 >> 16) & 0x8000) | 0x7E00 | ((f32 >> 13) & 0x3FF)).astype(np.uint16)
-
-
-def _np_dtype(name: str) -> Any:
-    import numpy as np
-
-    if name == "bfloat16":
-        import ml_dtypes
-
-        return np.dtype(ml_dtypes.bfloat16)
-    return np.dtype(name)
-
-
-def tensor_bytes(tensor: Any) -> memoryview:
-    """A contiguous torch tensor's bytes, without a copy when it is already contiguous."""
-    import torch
-
-    if tensor.is_quantized:  # its stored integers (view(uint8) of a quantized tensor crashes torch)
-        tensor = tensor.int_repr()
-    flat = tensor.detach().contiguous().reshape(-1)
-    return memoryview(flat.view(torch.uint8).numpy()) if flat.numel() else memoryview(b"")
-
-
-def _tensor_chunks(item: Item, chunk: int) -> Iterator[memoryview]:
+def _tensor_chunks(item: Item, chunk: int, precision: PrecisionCounter | None) -> Iterator[memoryview]:
     from core.tensor_io import read_tensor
 
     tensor = read_tensor(item.source)
     if item.cast:
-        tensor = tensor.to(torch_dtype(item.dtype))
+        source, tensor = tensor, tensor.to(torch_dtype(item.dtype))
+        if precision is not None and precision.covers(item):
+            precision.add_tensors(item, source.contiguous(), tensor)
+        del source
     data = tensor_bytes(tensor)
     for offset in range(0, len(data), chunk):
         yield data[offset:offset + chunk]

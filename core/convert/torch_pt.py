@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 from core.convert.atomic import Staging
 from core.convert.checksums import checksum
 from core.convert.job import Job
+from core.convert.precision import PrecisionCounter
 from core.convert.stream import byte_start, is_raw_contiguous, tensor_bytes, torch_dtype
 from core.convert.transforms import Item
 from core.convert.verify import Written, verify_torch
@@ -82,7 +83,7 @@ def build_state(job: Job, maps: dict[Path, mmap.mmap]) -> tuple[dict[str, Any], 
     state: dict[str, Any] = {}
     written = []
     for item in job.plan.items:
-        tensor = load(item, maps)
+        tensor = load(item, maps, job.precision)
         state[item.name] = tensor
         data = tensor_bytes(tensor)
         written.append(Written(item.name, item.dtype, item.source.shape, len(data), checksum(data)))
@@ -92,7 +93,7 @@ def build_state(job: Job, maps: dict[Path, mmap.mmap]) -> tuple[dict[str, Any], 
     return state, written
 
 
-def load(item: Item, maps: dict[Path, mmap.mmap]) -> Any:
+def load(item: Item, maps: dict[Path, mmap.mmap], precision: PrecisionCounter | None = None) -> Any:
     """The tensor to save: a map of the source's bytes when possible, else a private copy."""
     import torch
 
@@ -110,7 +111,11 @@ def load(item: Item, maps: dict[Path, mmap.mmap]) -> Any:
         return flat.view(info.shape)
     from core.tensor_io import read_tensor
 
-    tensor = read_tensor(info).to(torch_dtype(item.dtype)).contiguous()
+    source = read_tensor(info)
+    tensor = source.to(torch_dtype(item.dtype)).contiguous()
+    if precision is not None and precision.covers(item):
+        precision.add_tensors(item, source.contiguous(), tensor)
+    del source
     # a slice: save only its own bytes (not quantized ones: torch cannot copy quint4x2, and
     # their storage may be smaller than nbytes; torch.save then writes the whole storage)
     if info.quantization is None and tensor.untyped_storage().nbytes() != tensor.nbytes:

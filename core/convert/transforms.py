@@ -104,7 +104,7 @@ def build_plan(checkpoint: Checkpoint, options: ConvertOptions) -> Plan:
     plan.notes += [f"The drop rule '{g}' matched no tensor name; nothing was left out by it."
                    for g in options.drop if not any(fnmatch.fnmatchcase(n, g) for n in tensors)]
     plan.renamed = {old: new for old, new in renamed.items() if old != new}
-    target = _target_dtype(options.dtype)
+    target = target_dtype(options.dtype)
     groups: dict[tuple[Any, ...], str] = {}
     for old, info in kept.items():
         new = renamed[old]
@@ -248,7 +248,7 @@ def _apply(pattern: re.Pattern[str], replacement: str, name: str) -> str:
                               f"'{pattern.pattern}' does not have.", str(exc)) from None
 
 
-def _target_dtype(dtype: str | None) -> str | None:
+def target_dtype(dtype: str | None) -> str | None:
     if not dtype:
         return None
     target = DTYPES.get(dtype.lower())

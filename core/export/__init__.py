@@ -13,6 +13,7 @@ run ends; on an error or a cancel nothing of the run is left. A target module ha
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from core.errors import ExportError
 from core.export import aoti, executorch, onnx, pt2, quantize, torchscript
 from core.export.common import ExportOptions, ExportResult, Job, failure, publishing, run_eager
+from core.export.preprocess import prepare
 from core.inputs import InputSpec, example_inputs, format_specs
 from core.progress import Progress, step
 
@@ -43,6 +45,8 @@ def export(model: nn.Module, specs: list[InputSpec], targets: Sequence[str],
     then the quantized artefacts when `options.quantize` is set. Raises ExportError on the first
     failure unless `options.keep_going`, which turns failures into results with `error` set."""
     options = options or ExportOptions()
+    model, specs, recorded = prepare(model, specs, options.preprocess, options.bake_preprocess)
+    options = replace(options, preprocess=recorded)
     plan = _plan(list(targets), options)
     job = Job(model, specs, Path(out_dir), options, progress,
               total=1 + sum(stages for _, _, _, stages in plan))
@@ -71,10 +75,18 @@ def _run(job: Job, plan: list[Step]) -> list[ExportResult]:
             result = ExportResult(name, None, quantized=quantized,
                                   error={"message": exc.message, "details": exc.details})
         result.warnings[:0] = warnings
+        result.preprocess = _preprocess_record(job)
         results.append(result)
         job.done = done
         step(job.progress, done, job.total, f"{name} done")
     return results
+
+
+def _preprocess_record(job: Job) -> dict[str, Any] | None:
+    spec = job.options.preprocess
+    if spec is None:
+        return None
+    return spec.to_dict() | ({"raw_inputs": format_specs(job.specs)} if spec.baked else {})
 
 
 def _make_folder(out_dir: Path) -> bool:

@@ -34,12 +34,15 @@ NAMES_KEY = "checkpoint_studio.names"  # package metadata: {"inputs": [...], "ou
 
 
 def export(job: Job) -> ExportResult:
-    from core.capabilities import compiler_problem
+    from core.capabilities import aoti_runtime_problem, compiler_problem
 
     problem = compiler_problem()
     if problem:
         raise ExportError(f"The AOTInductor target needs a C++ compiler, but {problem}; choose the "
                           "pt2 or onnx target instead.")
+    problem = aoti_runtime_problem(probe=False)  # checked before minutes of compiling, not after
+    if problem:
+        raise ExportError(f"The AOTInductor target cannot check its package here: {problem}.")
     start = time.perf_counter()
     final = f"{job.options.name}{SUFFIX}"
     names = {"inputs": [s.name for s in job.specs], "outputs": job.output_names(len(job.expected))}

@@ -44,6 +44,8 @@ class ExportOptions:
     atol: float = 1e-4  # verification tolerance vs eager: |a - b| <= atol + rtol * |b|
     rtol: float = 1e-4
     seed: int = 0
+    preprocess: Any = None  # core.inputs.preprocess.Preprocess, recorded in every artefact that can
+    bake_preprocess: bool = False  # ... and applied as the graph's first ops (core.export.preprocess)
 
 
 @dataclass
@@ -66,6 +68,7 @@ class ExportResult:
     quantization_error: float | None = None  # int8 artefacts: max abs diff vs the float model
     seconds: float = 0.0
     error: dict[str, str | None] | None = None  # with keep_going: {"message", "details"}
+    preprocess: dict[str, Any] | None = None  # the recorded spec; with "raw_inputs" when baked
 
     @property
     def ok(self) -> bool:

@@ -65,8 +65,15 @@ def export(job: Job) -> ExportResult:
 def _lower(program: Any) -> bytes:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
+    from torch.fx.experimental import _config as shape_config
 
-    with quiet() as captured:
+    # Lowering re-runs the graph on fake tensors (XNNPACK's channels-last pass, the delegate calls
+    # in to_executorch). PyTorch's fake convolution then asks `batch >= 16` to pick a CPU backend
+    # (a guard_or_false: either answer is correct) and, answered from the example batch, leaves a
+    # guard `batch < 16` on the program's shapes; memory planning would then size every buffer for
+    # a batch of 15. Backed-size-oblivious mode answers such questions without a guard; branches
+    # that do depend on a size still guard, and _check_planned_bounds catches any bound they cut.
+    with quiet() as captured, shape_config.patch(backed_size_oblivious=True):
         try:
             edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
             return bytes(edge.to_executorch().buffer)
@@ -95,9 +102,9 @@ def _check_planned_bounds(method: Any, job: Job) -> None:
             if dim.is_dynamic and dim.max is not None and planned[axis] < dim.max:
                 raise ExportError(
                     f"ExecuTorch planned memory for '{dim.name or axis}' of {spec.name} only up to "
-                    f"{planned[axis]}, not the {dim.max} the input spec allows (a limit of this "
-                    f"executorch version); narrow the range to at most {planned[axis]} or choose "
-                    "another target.")
+                    f"{planned[axis]}, not the {dim.max} the input spec allows (lowering found "
+                    f"code that depends on that size); narrow the range to at most {planned[axis]} "
+                    "or choose another target.")
 
 
 def run_method(method: Any, args: tuple[Any, ...]) -> list[Any]:

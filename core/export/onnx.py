@@ -24,6 +24,7 @@ from core.export.common import (
     staged,
     verify_other_shape,
 )
+from core.export.preprocess import record_onnx
 from core.export.pt2 import exported_program
 from core.inputs import to_dynamic_axes
 
@@ -50,6 +51,7 @@ def export(job: Job) -> ExportResult:
         result.warnings += _static_dims(path, job)
         if job.options.ort_optimize:
             result.warnings += _optimize(path)
+        record_onnx(path, job.options.preprocess)
         job.stage("running the ONNX model in onnxruntime")
         session = open_session(path)
         got = run_session(session, job.inputs)

@@ -19,6 +19,7 @@ from core.export.common import (
     run_eager,
     staged,
 )
+from core.export.preprocess import extra_files
 from core.inputs import to_dynamic_shapes
 
 NAME = "pt2"
@@ -39,7 +40,8 @@ def export(job: Job) -> ExportResult:
         program = exported_program(job)
         try:
             with quiet():
-                torch.export.save(program, str(tmp / final))
+                torch.export.save(program, str(tmp / final),
+                                  extra_files=extra_files(job.options.preprocess))
         except Exception as exc:
             raise failure("Saving the .pt2 program failed.", exc) from None
         job.stage("loading the .pt2 program back")

@@ -20,6 +20,7 @@ from core.export.common import (
     run_eager,
     staged,
 )
+from core.export.preprocess import extra_files
 
 NAME = "torchscript"
 STAGES = 2
@@ -46,7 +47,8 @@ def export(job: Job, model: Any = None, quantized: str | None = None) -> ExportR
         program = _convert(model, job, mode, result)
         try:
             with quiet():
-                torch.jit.save(program, str(tmp / final))
+                torch.jit.save(program, str(tmp / final),
+                               _extra_files=extra_files(job.options.preprocess))
         except Exception as exc:
             raise failure("Saving the TorchScript model failed.", exc) from None
         job.stage("loading the TorchScript model back")

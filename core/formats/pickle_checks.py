@@ -75,11 +75,18 @@ class KeyChecker:
         self.cache: dict[int, tuple[Any, int, int]] = {}  # id -> (tuple kept alive, size, depth)
 
     def check(self, values: Iterable[Any]) -> None:
-        for value in values:
-            if type(value) is tuple:
-                self._tuple(value)
-            elif type(value) in (int, float) and not -self.MAX_INT <= value <= self.MAX_INT:
-                raise _bad_key("a very large number used as a key")
+        values = values if isinstance(values, list) else list(values)
+        kinds = set(map(type, values))  # one pass in C: most batches are all text or all ints
+        if int in kinds and (min(v for v in values if type(v) is int) < -self.MAX_INT
+                             or max(v for v in values if type(v) is int) > self.MAX_INT):
+            raise _bad_key("a very large number used as a key")
+        if float in kinds and not all(-self.MAX_INT <= v <= self.MAX_INT
+                                      for v in values if type(v) is float):
+            raise _bad_key("a very large number used as a key")
+        if tuple in kinds:
+            for value in values:
+                if type(value) is tuple:
+                    self._tuple(value)
 
     def _tuple(self, root: tuple[Any, ...]) -> None:
         work, stack = 0, [(root, False)]
@@ -118,6 +125,9 @@ def _children(obj: Any) -> tuple[int, list[tuple[_Slot, Any]]] | None:
     """(number of plain leaves, (slot, child) pairs of the rest) of a container; None for a leaf.
     Leaves (numbers, text) are only counted: a 6-million-key dict must not cost a tuple each."""
     if isinstance(obj, dict):
+        if set(map(type, obj.values())) <= _LEAVES and set(map(type, obj)) <= _LEAVES:
+            attrs = getattr(obj, "attrs", None)  # all plain (sets built in C): no loop below
+            return 2 * len(obj), [(None, attrs)] if isinstance(attrs, dict) else []
         pairs: list[tuple[_Slot, Any]] = []
         for k, v in obj.items():
             if type(k) not in _LEAVES:
@@ -127,6 +137,8 @@ def _children(obj: Any) -> tuple[int, list[tuple[_Slot, Any]]] | None:
         attrs = getattr(obj, "attrs", None)
         pairs += [(None, attrs)] if isinstance(attrs, dict) else []
         return 2 * len(obj) - len(pairs) + (isinstance(attrs, dict)), pairs
+    if isinstance(obj, (list, tuple, set, frozenset)) and set(map(type, obj)) <= _LEAVES:
+        return len(obj), []
     if isinstance(obj, list):
         pairs = [(("index", i), v) for i, v in enumerate(obj) if type(v) not in _LEAVES]
         return len(obj) - len(pairs), pairs

@@ -66,11 +66,14 @@ QSCHEMES = {"per_tensor_affine", "per_tensor_symmetric", "per_channel_affine",
 
 
 class PickledOrderedDict(OrderedDict):
-    """collections.OrderedDict from the file; BUILD state (e.g. `_metadata`) goes to `attrs`."""
+    """collections.OrderedDict from the file; BUILD state (e.g. `_metadata`) goes to `attrs`.
+    torch.save writes an empty one per tensor (its hooks): no per-instance dict until BUILD."""
+
+    __slots__ = ("attrs",)
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.attrs: dict[Any, Any] = {}
+        self.attrs: dict[Any, Any] | None = None
 
 
 def brief(value: Any) -> str:

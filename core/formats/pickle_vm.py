@@ -306,6 +306,8 @@ class _Machine:
             if isinstance(state, tuple) and len(state) == 2:
                 state = state[0]
             if isinstance(state, dict):
+                if inst.attrs is None:
+                    inst.attrs = {}
                 inst.attrs.update(state)
         elif isinstance(inst, TensorInfo):  # torch would call set_(*state) / __setstate__
             raise CorruptFile("A tensor in the file is changed after it is built, in a way "
@@ -329,13 +331,12 @@ class _Machine:
         if len(items) % 2:
             raise CorruptFile(MALFORMED,
                               f"{self.where}: odd SETITEMS at byte {self.op_pos}")
-        pairs = zip(items[::2], items[1::2], strict=True)
+        keys = items[::2]
         if isinstance(target, dict):
-            self.keys.check(items[::2])
-            for key, value in pairs:
-                target[key] = value
+            self.keys.check(keys)
+            target.update(zip(keys, items[1::2], strict=True))
         elif isinstance(target, Opaque):
-            target.items.extend(pairs)
+            target.items.extend(zip(keys, items[1::2], strict=True))
         else:
             raise CorruptFile(MALFORMED,
                               f"{self.where}: SETITEM on {type(target).__name__} at {self.op_pos}")

@@ -38,10 +38,13 @@ def sniff(path: Path, head: bytes) -> bool:
 
 def open(path: Path) -> Checkpoint:
     path = Path(path)
+    from core.formats.safetensors_pickle import embedded_pickle_findings
+
     tensors, metadata = read_header(path)
     sections, weights = make_sections(with_aliases(tensors, metadata))
     return Checkpoint(path=path, format=FORMAT, sections=sections, weights=weights,
-                      metadata=dict(metadata))
+                      metadata=dict(metadata),
+                      findings=embedded_pickle_findings(path, metadata, tensors))
 
 
 def with_aliases(tensors: dict[str, TensorInfo], metadata: dict[str, str]) -> dict[str, TensorInfo]:

@@ -21,6 +21,7 @@ from core.formats import pickle_vm
 from core.formats.torch_zip import parse_storage_id
 from core.formats.zip_archive import ZipArchive, is_zip, open_archive, read_byteorder
 from core.formats.zip_archive import first_entry_name as first_entry
+from core.inputs.preprocess import read_extra
 from core.model import (
     BUFFER,
     PARAMETER,
@@ -221,7 +222,7 @@ def open(path: Path) -> Checkpoint:  # noqa: A001 - the reader interface
         "root_class": getattr(root, "qualname", None), "classes": sorted(qualnames),
         "format_version": _text(archive, "version"), "byteorder": byteorder,
         "extra_files": [n[len("extra/"):] for n in archive.names() if n.startswith("extra/")],
-    }}
+    }, **read_extra(archive)}
     return Checkpoint(path=path, format=FORMAT, sections=sections, weights=weights,
                       metadata=metadata, findings=findings)
 

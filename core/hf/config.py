@@ -129,3 +129,16 @@ def _transformers() -> Any:
 
 def has_weights(folder: Path) -> bool:
     return any((folder / name).is_file() for name in WEIGHT_FILES)
+
+
+def runnable_label(folder: Path, task: str | None = None, pooling: bool = False) -> str:
+    """How a model folder runs for `task` (default: the config's), from config.json alone
+    (transformers is not imported): 'Hugging Face: BertModel (feature-extraction)'."""
+    config = folder_config(folder)
+    default = infer_task(config)
+    task = check_task(task or default)
+    names = [n for n in config.get("architectures") or [] if isinstance(n, str)]
+    first = names[0] if names and task == default else ""
+    if not first or (task == "feature-extraction" and not first.endswith("Model")):
+        first = f"{TASKS[task]} for '{config.get('model_type') or 'unknown'}'"
+    return f"Hugging Face: {first} ({task})" + (" + sentence pooling" if pooling else "")

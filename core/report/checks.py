@@ -1,5 +1,7 @@
 """Markdown and HTML reports of parity and latency results (tables, plus the latency-vs-batch data
-and an inline SVG plot in HTML). Works from `result.to_dict()`, so a saved JSON renders the same.
+and an inline SVG plot in HTML; a parity report has its task-level verdicts and, when located,
+where the two models diverge with an inline SVG of the error along depth, core.report.locate).
+Works from `result.to_dict()`, so a saved JSON renders the same.
 
     Path("report.html").write_text(render_html(result))
 """
@@ -11,6 +13,7 @@ import json
 from typing import Any
 
 from core.report import Result, human_bytes
+from core.report.locate import depth_svg, locate_blocks, reason_blocks, verdict_blocks
 
 Block = tuple[Any, ...]  # ("h1"|"h2"|"p", text) | ("list", [items]) | ("table", headers, rows)
 
@@ -49,6 +52,10 @@ def render_html(result: Result | dict[str, Any]) -> str:
             body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row)
                            + "</tr>" for row in block[2])
             parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+    if data.get("kind") == "parity" and data.get("locate"):
+        at = next((i for i, p in enumerate(parts) if p == "<h2>Where it diverges</h2>"), None)
+        if at is not None:
+            parts.insert(at + 2, depth_svg(data["locate"]["rows"]))
     if data.get("kind") == "latency":
         parts.append(latency_svg(data["sweep"]))
         sweep = json.dumps(data["sweep"], allow_nan=False, default=str).replace("</", "<\\/")
@@ -90,8 +97,10 @@ def _parity_blocks(d: dict[str, Any]) -> list[Block]:
         ("list", [f"Reference: {_runner_text(ref)}", f"Candidate: {_runner_text(cand)}",
                   f"Inputs: {s.get('inputs')} (seed {s.get('seed')})", f"Tolerance: {tol}"]
          + [f"Note: {n}" for n in d["notes"]])]
+    blocks += reason_blocks(d)
     if d["failures"]:
         blocks += [("h2", "Failures"), ("list", d["failures"])]
+    blocks += locate_blocks(d)
     headers = ["output", "shape", "dtype", "max abs", "max rel", "mean abs", "cosine",
                "outside tol", "NaN/Inf (ref/cand)", "atol/rtol", "result"]
     for case in d["cases"]:
@@ -110,7 +119,7 @@ def _parity_blocks(d: dict[str, Any]) -> list[Block]:
             blocks.append(("table", headers, rows))
         if case["saved"]:
             blocks.append(("p", f"Inputs and outputs saved to {case['saved']}"))
-    return blocks
+    return blocks + verdict_blocks(d)
 
 
 def _latency_blocks(d: dict[str, Any]) -> list[Block]:

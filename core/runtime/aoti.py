@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from core.errors import CheckFailed
 from core.runtime.torch_common import TorchRunner, load_timed, untrusted
 
 NAMES_KEY = "checkpoint_studio.names"  # core.export.aoti.NAMES_KEY (kept apart: no export import)
@@ -33,9 +34,14 @@ class AotiRunner(TorchRunner):
     def load(cls, path: str | Path, trust: bool = False, **kwargs: Any) -> AotiRunner:
         import torch
 
+        from core.capabilities import aoti_runtime_problem
+
         path = str(path)
         if not trust:
             raise untrusted(path, "AOTInductor package (compiled machine code)")
+        problem = aoti_runtime_problem(probe=False)  # the load itself is the probe
+        if problem:
+            raise CheckFailed(f"'{path}' is an AOTInductor package, which cannot run here: {problem}.")
         compiled, seconds = load_timed(lambda: torch._inductor.aoti_load_package(path),
                                        "AOTInductor package", path)
         names = _names(compiled)

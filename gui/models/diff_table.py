@@ -7,6 +7,7 @@ light and dark themes alike.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -146,7 +147,7 @@ class DiffTableModel(QAbstractTableModel):
             STATUS: lambda i: (rank[k[i].status], i),
             VALUES: lambda i: (value_rank[v.status] if (v := k[i].values) else 9, i),
             MAX_ABS: lambda i: metric(i, "max_abs", -1.0),
-            COSINE: lambda i: metric(i, "cosine", 2.0),
+            COSINE: lambda i: _cosine_rank(metric(i, "cosine", 2.0)),
         }
         return keys.get(column)
 
@@ -208,7 +209,18 @@ def _display(key: KeyDiff, column: int) -> str:
         return "—"
     if column == VALUES:
         return VALUE_TEXT.get(v.status, v.status)
-    return f"{v.max_abs:.3g}" if column == MAX_ABS else f"{v.cosine:.6f}"
+    return f"{v.max_abs:.3g}" if column == MAX_ABS else cosine_text(v.cosine, 6)
+
+
+def cosine_text(cosine: float, digits: int) -> str:
+    """As the CLI says it: NaN means one side is all zeros, where the cosine is undefined."""
+    return "undefined" if math.isnan(cosine) else f"{cosine:.{digits}f}"
+
+
+def _cosine_rank(cosine: float) -> float:
+    """Undefined (one side all zeros, the other not) sorts as the least similar; NaN itself would
+    leave the order undefined."""
+    return -2.0 if math.isnan(cosine) else cosine
 
 
 def _tooltip(key: KeyDiff, column: int) -> str | None:
@@ -217,8 +229,10 @@ def _tooltip(key: KeyDiff, column: int) -> str | None:
     v = key.values
     if column >= VALUES and v is not None:
         text = (f"max |A−B| {v.max_abs:.6g}, mean |A−B| {v.mean_abs:.6g}, relative L2 {v.rel_l2:.3g}, "
-                f"cosine {v.cosine:.8f}\natol {v.atol:g}, rtol {v.rtol:g}"
+                f"cosine {cosine_text(v.cosine, 8)}\natol {v.atol:g}, rtol {v.rtol:g}"
                 + (", bit-identical" if v.bit_identical else ""))
+        if math.isnan(v.cosine):
+            text += "\nThe cosine is undefined: one side is all zeros."
         return text + (f"\n{v.note}" if v.note else "")
     return None
 

@@ -53,12 +53,26 @@ class Node:
 
 
 def build_tree(tensors: list[TensorInfo]) -> Node:
-    """One node per dotted name part, in file order, with subtotals (names are unique per section)."""
+    """One node per dotted name part, in file order except that numbered siblings (a ModuleList's
+    0, 1, 2, …, 10) go in number order, with subtotals (names are unique per section)."""
     root = Node("", None, 0)
     with gc_paused():  # 400k new objects would trigger many useless cyclic-GC passes
         _insert_all(root, tensors)
         _subtotal(root)
     return root
+
+
+def _number_order(node: Node) -> None:
+    """Numbered children in number order, in the places numbered children held: safetensors stores
+    names sorted as text (0, 1, 10, 11, 2), pickles in module order; other names keep that order."""
+    slots = [i for i, c in enumerate(node.children) if c.name.isdigit()]
+    if len(slots) < 2:
+        return
+    numbered = sorted((node.children[i] for i in slots), key=lambda c: int(c.name))
+    for slot, child in zip(slots, numbered, strict=True):
+        node.children[slot] = child
+    for row, child in enumerate(node.children):
+        child.row = row
 
 
 def names_by_depth(root: Node) -> Iterator[tuple[str, int]]:
@@ -96,8 +110,9 @@ def children_first(root: Any) -> list[Any]:
 
 
 def _subtotal(root: Node) -> None:
-    """Fill parameters/nbytes/tensors bottom-up, one visit per node."""
+    """Fill parameters/nbytes/tensors bottom-up, one visit per node (numbered children sorted)."""
     for node in children_first(root):
+        _number_order(node)
         t = node.tensor
         if t is not None:
             numel = prod(t.shape)

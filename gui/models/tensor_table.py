@@ -5,7 +5,6 @@ Rows are indices into the section's tensor list, so 200k keys cost a few lists o
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Callable
 from math import prod
@@ -16,6 +15,7 @@ from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QApplication
 
 from core.dtypes import ITEMSIZE
+from core.inspect import name_matcher as name_matcher  # one filter rule for the CLI and the app
 from core.model import BUFFER, TensorInfo
 from core.report import human_bytes, shape_text
 
@@ -24,17 +24,6 @@ NAME, SHAPE, DTYPE, SIZE, ROLE = range(len(COLUMNS))
 TENSOR_ROLE = Qt.ItemDataRole.UserRole  # data(index, TENSOR_ROLE) -> the TensorInfo
 _Index = QModelIndex | QPersistentModelIndex
 _DIGITS = re.compile(r"(\d+)")
-
-
-def name_matcher(text: str) -> Callable[[str], bool] | None:
-    """A case-insensitive test for names: a glob when `text` has * ? or [, else a substring."""
-    text = text.strip()
-    if not text:
-        return None
-    if any(c in text for c in "*?["):
-        return re.compile(fnmatch.translate(text), re.IGNORECASE).match  # type: ignore[return-value]
-    needle = text.lower()
-    return lambda name: needle in name.lower()
 
 
 def natural_key(name: str) -> tuple[Any, ...]:

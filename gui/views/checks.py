@@ -3,37 +3,40 @@ per-output tolerances, .npz input files and a folder for the failing cases as th
 --inputs-npz / --save-dir; saved cases can be tested again in one click) and latency at several
 batch sizes (pyqtgraph: percentiles vs batch per backend, p50 bars), with reports. The work is core's
 (core.runtime.build_runner, core.checks.parity/latency, core.report.checks), run on the worker;
-TorchScript / .pt2 / pickled models run only after the user accepts a warning."""
+TorchScript / .pt2 / pickled models run only after the user accepts a warning. A Hugging Face model
+folder runs as its transformers model (gui.views.checks_pickers lists it by what it runs as). After
+a failed parity run, "Find where it diverges" locates the first diverging module
+(gui.views.locate_view)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QDoubleValidator, QFont
+from PySide6.QtGui import QDoubleValidator
 from PySide6.QtWidgets import (
-    QAbstractItemView,
-    QComboBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
     QPushButton,
     QSpinBox,
     QSplitter,
-    QTableView,
     QVBoxLayout,
     QWidget,
 )
 
 from core.errors import CheckFailed
 from gui.jobs import CODE_FORMATS, artefact_formats, run_latency, save_report
-from gui.models.parity_table import ParityTableModel, legend_html
+from gui.views.checks_fields import format_points, parse_batches, parse_points, tolerance_value
+from gui.views.checks_parity import ParityResultsBox
+from gui.views.checks_pickers import ArtefactPicker
 from gui.views.job_bar import JobBar
+from gui.views.locate_view import LocateBox, LocateRequest, run_locate
 from gui.views.parity_inputs import (
     NpzField,
     SaveDirField,
@@ -48,45 +51,10 @@ from gui.views.spec_editor import SpecEditor
 
 if TYPE_CHECKING:  # pragma: no cover
     from core.checks.latency import LatencyResult
+    from core.checks.locate import Localisation
     from core.checks.parity import ParityResult
 
-ARTEFACTS = "Models (*.onnx *.pt *.pth *.pt2 *.ts *.jit);;All files (*)"
 REPORTS = "HTML report (*.html);;JSON (*.json);;Markdown (*.md)"
-
-
-# -- small text fields ------------------------------------------------------------------------------
-def parse_points(text: str) -> list[dict[str, int]] | None:
-    """'batch=1; batch=16' -> [{'batch': 1}, {'batch': 16}]; '' -> None (the default shapes)."""
-    points = []
-    for part in filter(None, (p.strip() for p in text.split(";"))):
-        point = {}
-        for pair in filter(None, (p.strip() for p in part.split(","))):
-            name, sep, size = (s.strip() for s in pair.partition("="))
-            if not sep or not name.isidentifier() or not size.isdigit():
-                raise CheckFailed(f"'{pair}' is not a shape setting; write the shapes like "
-                                  "'batch=1; batch=16' (dim=size, ';' between shapes).")
-            point[name] = int(size)
-        points.append(point)
-    return points or None
-
-
-def format_points(points: list[dict[str, int]]) -> str:
-    return "; ".join(", ".join(f"{k}={v}" for k, v in p.items()) for p in points if p)
-
-
-def parse_batches(text: str) -> list[int]:
-    try:
-        sizes = [int(b) for b in text.replace(";", ",").split(",") if b.strip()]
-    except ValueError:
-        sizes = []
-    if not sizes or min(sizes) < 1:
-        raise CheckFailed(f"'{text}' is not a list of batch sizes; write it like '1,16,64'.")
-    return sizes
-
-
-def _tolerance(edit: QLineEdit) -> float | None:
-    text = edit.text().strip()
-    return float(text) if text else None
 
 
 class ChecksPanel(JobPanelState, QWidget):
@@ -101,6 +69,7 @@ class ChecksPanel(JobPanelState, QWidget):
         self.latency: LatencyResult | None = None
         self.line_plot: Any = None
         self.bar_plot: Any = None
+        self._locate: LocateRequest | None = None  # the last parity run's models and settings
         self._build()
         self._update_buttons()
 
@@ -133,10 +102,11 @@ class ChecksPanel(JobPanelState, QWidget):
     def _models_group(self) -> QGroupBox:
         box = QGroupBox("Models")
         form = QFormLayout(box)
-        self.reference, self.candidate = self._artefact_combo(), self._artefact_combo()
-        form.addRow("Reference:", _with_browse(self.reference, self._browse))
-        form.addRow("Candidate:", _with_browse(self.candidate, self._browse))
-        self.spec = SpecEditor("empty: the ONNX model's declared inputs")
+        self.pickers = (ArtefactPicker(), ArtefactPicker())
+        self.reference, self.candidate = (picker.combo for picker in self.pickers)
+        form.addRow("Reference:", self.pickers[0])
+        form.addRow("Candidate:", self.pickers[1])
+        self.spec = SpecEditor("empty: the ONNX model's declared inputs, or a model folder's own")
         self.spec.changed.connect(self._spec_changed)
         form.addRow("Inputs:", self.spec)
         self.npz = NpzField()
@@ -183,32 +153,17 @@ class ChecksPanel(JobPanelState, QWidget):
         return box
 
     def _parity_results(self) -> QWidget:
-        box = QGroupBox("Parity results")
-        self.summary = QLabel("Run a parity check to compare the two models' outputs.")
-        font = QFont(self.summary.font())
-        font.setBold(True)
-        self.summary.setFont(font)
-        self.legend = QLabel()
-        self.notes = QLabel(wordWrap=True)
-        self.table_model = ParityTableModel(self)
-        self.table = QTableView()
-        self.table.setModel(self.table_model)
-        self.table.verticalHeader().setVisible(False)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.save_parity = QPushButton("Save report…")
+        box = self.parity_box = ParityResultsBox()
+        self.summary, self.legend, self.notes = box.summary, box.legend, box.notes
+        self.table_model, self.table = box.table_model, box.table
+        self.save_parity, self.retest = box.save_parity, box.retest
         self.save_parity.clicked.connect(lambda: self._choose_report("parity"))
-        self.retest = QPushButton("Test the saved cases again")
-        self.retest.setToolTip("Put the saved failing cases in 'Input files', then run parity "
-                               "again to test exactly those inputs")
         self.retest.clicked.connect(self.use_saved_cases)
-        self.retest.setVisible(False)
-        layout = QVBoxLayout(box)
-        layout.addLayout(hbox(self.summary, self.legend, stretch_at=1))
-        layout.addWidget(self.notes)
-        layout.addWidget(self.table, 1)
-        layout.addLayout(hbox(self.retest, self.save_parity, stretch_at=1))
-        self.notes.setVisible(False)
+        self.locate_box = LocateBox()
+        self.locate_box.button.clicked.connect(self.find_divergence)
+        box.buttons.insertWidget(1, self.locate_box.button)
+        box.tabs.addTab(self.locate_box, "Where it diverges")
+        box.tabs.setTabVisible(1, False)
         return box
 
     def _latency_results(self) -> QWidget:
@@ -226,24 +181,21 @@ class ChecksPanel(JobPanelState, QWidget):
         layout.addLayout(hbox(self.save_latency, stretch_at=0))
         return box
 
-    def _artefact_combo(self) -> QComboBox:
-        combo = QComboBox(editable=True)
-        combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
-        combo.lineEdit().setPlaceholderText("an ONNX, TorchScript or .pt2 file")
-        combo.setMinimumContentsLength(28)
-        return combo
-
     # -- public --------------------------------------------------------------------------------
-    def add_artefacts(self, paths: list[str]) -> None:
+    def add_artefacts(self, paths: list[str], hf_options: dict[str, Any] | None = None) -> None:
         """Offer `paths` (e.g. export results) in both pickers: the first as the reference, the
-        second as the candidate."""
-        for combo in (self.reference, self.candidate):
+        second as the candidate. A Hugging Face model folder is listed by what it runs as, with
+        `hf_options` ({"task": …, "pooling": …}, as it was exported) when given."""
+        def options(path: str) -> dict[str, Any] | None:
+            return hf_options if hf_options and Path(path).is_dir() else None
+
+        for picker in self.pickers:
             for path in paths:
-                if combo.findText(path) < 0:
-                    combo.addItem(path)
+                picker.add(path, options(path))
         if paths:
-            self.reference.setCurrentText(paths[0])
-            self.candidate.setCurrentText(paths[1] if len(paths) > 1 else paths[0])
+            second = paths[1] if len(paths) > 1 else paths[0]
+            self.pickers[0].select(paths[0], options(paths[0]))
+            self.pickers[1].select(second, options(second))
 
     def set_artefacts(self, reference: str, candidate: str) -> None:
         self.add_artefacts([reference, candidate])
@@ -261,15 +213,29 @@ class ChecksPanel(JobPanelState, QWidget):
         try:
             paths, npz = self._paths(), self.npz.paths()  # .npz cases replace the spec and shapes
             inputs = (None, None) if npz else (self._specs(), parse_points(self.shapes.text()))
-            args = (*inputs, _tolerance(self.atol), _tolerance(self.rtol))
+            args = (*inputs, tolerance_value(self.atol), tolerance_value(self.rtol))
             tolerances = parse_tolerances(self.tolerances.text())
             save_dir = self.save_dir.folder()
         except CheckFailed as exc:
             return self._fail(exc.message, exc.details or "")
-        self._run_trusted(paths, lambda trust: run_job(
-            self.bar, self, run_parity, paths[0], paths[1], trust, *args, tolerances=tolerances,
-            npz=npz, save_dir=save_dir, text="Checking parity…", done=self._on_parity, failed=self._fail,
-            cancelled=self._on_cancelled))
+        kwargs = self._runner_options()
+
+        def start(trust: bool) -> None:
+            self._locate = LocateRequest(*paths, trust, inputs[0], *args[2:], npz, kwargs=kwargs)
+            run_job(self.bar, self, run_parity, paths[0], paths[1], trust, *args, kwargs=kwargs,
+                    tolerances=tolerances, npz=npz, save_dir=save_dir, text="Checking parity…",
+                    done=self._on_parity, failed=self._fail, cancelled=self._on_cancelled)
+
+        self._run_trusted(paths, start)
+
+    def find_divergence(self) -> None:
+        """Look inside the two models of the last failed parity run, on its first failing case."""
+        if self.parity is None or self._locate is None:
+            return
+        self._begin()
+        run_job(self.bar, self, run_locate, self._locate.for_case(self.parity),
+                text="Finding where the models diverge…", done=self._on_locate, failed=self._fail,
+                cancelled=self._on_cancelled)
 
     def use_saved_cases(self) -> None:
         """The last run's saved failing cases become the input files (run parity to test them)."""
@@ -280,17 +246,22 @@ class ChecksPanel(JobPanelState, QWidget):
     def start_latency(self) -> None:
         try:
             paths = self._paths()
-            budget = _tolerance(self.budget) or None
+            budget = tolerance_value(self.budget) or None
             args = (self._specs(), parse_batches(self.batches.text()), self.runs.value(),
                     self.warmup.value(), budget)
         except CheckFailed as exc:
             return self._fail(exc.message, exc.details or "")
+        kwargs = list(self._runner_options())
         self._run_trusted(paths, lambda trust: run_job(
-            self.bar, self, run_latency, paths, trust, *args, text="Measuring latency…",
+            self.bar, self, run_latency, paths, trust, *args, kwargs=kwargs, text="Measuring latency…",
             done=self._on_latency, failed=self._fail, cancelled=self._on_cancelled))
 
+    def _runner_options(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        reference, candidate = (picker.runner_options() for picker in self.pickers)
+        return reference, candidate
+
     def _paths(self) -> list[str]:
-        paths = [c.currentText().strip() for c in (self.reference, self.candidate)]
+        paths = [picker.source() for picker in self.pickers]
         if not all(paths):
             raise CheckFailed("Choose the two models to compare: a reference and a candidate.")
         return paths
@@ -302,10 +273,12 @@ class ChecksPanel(JobPanelState, QWidget):
         return specs or None
 
     def _run_trusted(self, paths: list[str], start: Callable[[bool], Any]) -> None:
-        """Find which files are code (on the worker), ask once per file, then `start(trust)`."""
+        """Find which files are code (on the worker), ask once per file, then `start(trust)`. A
+        model folder is not asked about: its weights are read as data, never unpickled as code."""
         self._begin()
-        run_job(self.bar, self, artefact_formats, paths, text="Reading the models…",
-                done=lambda formats: self._after_formats(paths, formats, start),
+        files = [p for p in paths if not Path(p).is_dir()]
+        run_job(self.bar, self, artefact_formats, files, text="Reading the models…",
+                done=lambda formats: self._after_formats(files, formats, start),
                 failed=self._fail, cancelled=self._on_cancelled)
 
     def _after_formats(self, paths: list[str], formats: list[str],
@@ -321,16 +294,21 @@ class ChecksPanel(JobPanelState, QWidget):
     # -- results -------------------------------------------------------------------------------
     def _on_parity(self, result: ParityResult) -> None:
         self.parity = result
-        self.table_model.set_result(result)
-        self.table.resizeColumnsToContents()
-        passed, total = self.table_model.counts()
-        self.summary.setText(f"{'✓' if result.passed else '✗'}  {passed} of {total} cases pass")
-        self.legend.setText(legend_html(self.palette()))
-        self.notes.setText("\n".join(result.notes))
-        self.notes.setVisible(bool(result.notes))
-        self.retest.setVisible(bool(saved_cases(result)))
+        passed, total = self.parity_box.show_result(result)
+        self.locate_box.clear()
+        self.parity_box.tabs.setTabVisible(1, False)
         status = "all outputs match." if result.passed else f"{total - passed} of {total} cases fail."
         self._end("done", " ".join(filter(None, ("Parity:", status, saved_text(result)))))
+
+    def _on_locate(self, loc: Localisation) -> None:
+        self.locate_box.show_result(loc)
+        self.parity_box.tabs.setTabVisible(1, True)
+        self.parity_box.tabs.setCurrentIndex(1)
+        if self.parity is not None:  # "Save report…" then has the depth plot and the table
+            self.parity.localisation = loc.to_json()
+        first = loc.first_divergence
+        self._end("done", f"Located: the first module out of tolerance is {first.module}." if first
+                  else "Located: every module compared agrees within tolerance.")
 
     def _on_latency(self, result: LatencyResult) -> None:
         from gui.views.latency_plots import draw_latency, legend_html
@@ -373,12 +351,6 @@ class ChecksPanel(JobPanelState, QWidget):
 
         self.shapes.setText(format_points(shapes_to_test(specs)) if specs else "")
 
-    def _browse(self, combo: QComboBox) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Choose a model", combo.currentText(),
-                                              ARTEFACTS)
-        if path:
-            combo.setCurrentText(path)
-
     def _on_cancelled(self) -> None:
         self._end("cancelled", "Cancelled.")
 
@@ -388,10 +360,6 @@ class ChecksPanel(JobPanelState, QWidget):
         self.latency_button.setEnabled(not busy)
         self.save_parity.setEnabled(not busy and self.parity is not None)
         self.retest.setEnabled(not busy)
+        self.locate_box.button.setEnabled(not busy and self.parity is not None
+                                          and not self.parity.passed and self._locate is not None)
         self.save_latency.setEnabled(not busy and self.latency is not None)
-
-
-def _with_browse(combo: QComboBox, browse: Callable[[QComboBox], None]) -> QHBoxLayout:
-    button = QPushButton("Browse…")
-    button.clicked.connect(lambda: browse(combo))
-    return hbox(combo, button, grow=combo)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
@@ -33,6 +34,7 @@ from core.model import Checkpoint
 from core.report import human_bytes
 from gui.views import convert_queue as q
 from gui.views.convert_options import ConvertOptionsForm, Request, convert_request
+from gui.views.convert_precision import PrecisionBox
 from gui.views.convert_queue import ConvertQueue
 from gui.views.job_bar import JobBar
 from gui.widgets import Banner
@@ -115,8 +117,12 @@ class ConvertPanel(QWidget):
                                     "here.")
         self.queue = ConvertQueue()
         self.queue.cancel_requested.connect(self.cancel_file)
+        self.precision = PrecisionBox()  # what a 16-bit cast does, shown before Convert is clicked
+        self.precision.changed.connect(self._update_buttons)
+        self.form.options_changed.connect(self._check_precision)
         layout = QVBoxLayout(box)
         layout.addWidget(self.error)
+        layout.addWidget(self.precision, 2)
         layout.addWidget(self.queue, 1)
         layout.addWidget(self.log, 2)
         return box
@@ -129,18 +135,18 @@ class ConvertPanel(QWidget):
         return self.form.options()
 
     def request(self, source: str | Checkpoint) -> Request:
-        return self.form.request(source)
+        return replace(self.form.request(source), allow_overflow=self.precision.allow.isChecked())
+
+    def _check_precision(self) -> None:
+        """Show what a 16-bit cast does to the first source's values (on the worker)."""
+        self.precision.refresh(self.checkpoint, self.dtype.currentData(), self.options())
 
     # -- sources -------------------------------------------------------------------------------
     def set_sources(self, paths: list[str], checkpoint: Checkpoint | None = None) -> None:
         """The files the Convert button converts; the sections come from the first one."""
         self.sources = [str(p) for p in paths]
         self.checkpoint = checkpoint
-        names = ", ".join(Path(p).name for p in self.sources[:3])
-        more = f" and {len(self.sources) - 3} more" if len(self.sources) > 3 else ""
-        folder = html.escape(str(Path(self.sources[0]).parent)) if paths else ""
-        self.source_label.setText(f"<b>{html.escape(names)}</b>{more}&nbsp;&nbsp;<span style="
-                                  f"'color:{GREY}'>in {folder}</span>" if paths else "No file chosen.")
+        self.source_label.setText(files_html(self.sources) if paths else "No file chosen.")
         self.source_label.setToolTip("\n".join(self.sources))
         self.form.fill_sections(checkpoint)
         if paths and checkpoint is None and not self.jobs.is_busy():
@@ -160,11 +166,16 @@ class ConvertPanel(QWidget):
         if self.sources[:1] == [self._opening]:  # still the chosen file
             self.checkpoint = checkpoint
             self.form.fill_sections(checkpoint)
+            self._check_precision()
 
     # -- converting ----------------------------------------------------------------------------
     def start(self) -> None:
-        """Convert the chosen file(s) with the options shown."""
-        if self.sources:
+        """Convert the chosen file(s) with the options shown, once the precision check shown is
+        the one for these options (else it runs first, for the user to see before converting)."""
+        if not self.precision.is_current(self.checkpoint, self.dtype.currentData(), self.options()):
+            self._check_precision()
+            return
+        if self.sources and not self.precision.blocker():
             first: list[str | Checkpoint] = [self.checkpoint] if self.checkpoint else [self.sources[0]]
             self.convert_files(first + self.sources[1:])
 
@@ -176,6 +187,11 @@ class ConvertPanel(QWidget):
             self._show_error(exc.message, exc.details or "")
             return
         self.error.setVisible(False)
+        if not self.sources:  # dropped files: the source box names them, not "No file chosen"
+            paths = [_source_path(r) for r in requests]
+            self.source_label.setText(files_html(paths, "queued below, converted with the options "
+                                                 "shown when they were dropped"))
+            self.source_label.setToolTip("\n".join(paths))
         if not self._converting:
             self._count = (0, 0)
         self._converting = True
@@ -272,12 +288,15 @@ class ConvertPanel(QWidget):
     def shutdown(self) -> None:
         self._queue.clear()
         self.jobs.shutdown()
+        self.precision.shutdown()
 
     def is_busy(self) -> bool:
         return self.jobs.is_busy()
 
     def _update_buttons(self) -> None:
-        self.form.update_enabled(bool(self.sources) and not self.jobs.is_busy())
+        blocker = self.precision.blocker()
+        self.form.update_enabled(bool(self.sources) and not self.jobs.is_busy() and not blocker)
+        self.convert_button.setToolTip(blocker)
 
     # -- drag and drop -------------------------------------------------------------------------
     def dragEnterEvent(self, event: QDragEnterEvent | QDragMoveEvent) -> None:
@@ -291,6 +310,15 @@ class ConvertPanel(QWidget):
         if paths:
             event.acceptProposedAction()
             self.convert_files(list(paths))
+
+
+def files_html(paths: list[str], note: str = "") -> str:
+    """'<b>a.pt, b.pt</b> and 2 more  in /folder' (+ `note`), for the source box."""
+    names = ", ".join(Path(p).name for p in paths[:3])
+    more = f" and {len(paths) - 3} more" if len(paths) > 3 else ""
+    where = f"in {Path(paths[0]).parent}" + (f" · {note}" if note else "")
+    return (f"<b>{html.escape(names)}</b>{more}&nbsp;&nbsp;<span style='color:{GREY}'>"
+            f"{html.escape(where)}</span>")
 
 
 def result_html(r: ConvertResult) -> str:

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -52,6 +53,7 @@ class Request:
     out_dir: str | None
     overwrite: bool
     max_shard_size: int | None
+    allow_overflow: bool = False  # write values a 16-bit cast overflows as infinity
 
     @property
     def name(self) -> str:
@@ -65,12 +67,15 @@ def convert_request(request: Request, progress: Progress | None = None) -> Conve
                                       request.target, request.out_dir)
     return convert(src, destination, request.target, request.options,
                    overwrite=request.overwrite, max_shard_size=request.max_shard_size,
-                   progress=progress)
+                   allow_overflow=request.allow_overflow, progress=progress)
 
 
 class ConvertOptionsForm(QGroupBox):
     """The "Options" box: format, dtype, section, training state, renames, keep/drop, output
-    folder, overwrite, and the Convert button (the panel connects it)."""
+    folder, overwrite, and the Convert button (the panel connects it). `options_changed` fires
+    when what `options()` gives may have changed."""
+
+    options_changed = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Options", parent)
@@ -109,6 +114,16 @@ class ConvertOptionsForm(QGroupBox):
         form.addRow("", self.overwrite)
         self.convert_button = QPushButton("Convert", default=True)
         form.addRow("", _row(QWidget(), self.convert_button))
+        self._signal_changes()
+
+    def _signal_changes(self) -> None:
+        for combo in (self.dtype, self.section):
+            combo.currentIndexChanged.connect(self.options_changed)
+        self.strip_training.toggled.connect(self.options_changed)
+        for edit in (self.strip_prefix, self.add_prefix, self.keep, self.drop):
+            edit.editingFinished.connect(self.options_changed)
+        self.renames.itemChanged.connect(self.options_changed)
+        self.renames.model().rowsRemoved.connect(self.options_changed)
 
     def _renames(self) -> QWidget:
         self.renames = QTableWidget(0, 2)

@@ -14,7 +14,6 @@ from PySide6.QtGui import QFont, QFontDatabase
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
-    QComboBox,
     QFormLayout,
     QGroupBox,
     QHeaderView,
@@ -23,7 +22,6 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QScrollArea,
-    QSpinBox,
     QSplitter,
     QTableView,
     QVBoxLayout,
@@ -34,6 +32,9 @@ from gui.jobs import LoadedModel, infer_inputs, load_model, run_export
 from gui.models.export_results import NOTES, ExportResultsModel, planned_rows
 from gui.models.parity_table import status_color
 from gui.views.arch_source import SourceField, kwargs_field, source_problem
+from gui.views.export_hf import HFChoice, HFModelRow, LoadedHF, hf_folder, load_hf
+from gui.views.export_preprocess import PreprocessBox
+from gui.views.export_targets import TargetProbe, TargetsBox
 from gui.views.job_bar import JobBar
 from gui.views.parts import ErrorBanner, JobPanelState, PathField, hbox, run_job
 from gui.views.spec_editor import SpecEditor
@@ -52,8 +53,9 @@ class ExportPanel(JobPanelState, QWidget):
     artefacts_ready = Signal(list)  # paths of the exported artefacts, for the checks panel
     finished = Signal(str)  # "done" | "error" | "cancelled" at the end of a load or an export
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, probe: TargetProbe | None = None) -> None:
         super().__init__(parent)
+        self._probe = probe  # which export targets work here (default: the app's shared probe)
         self.state = "idle"
         self.loaded: LoadedModel | None = None
         self._build()
@@ -63,8 +65,9 @@ class ExportPanel(JobPanelState, QWidget):
     def _build(self) -> None:
         form = QWidget()
         column = QVBoxLayout(form)
-        for group in (self._model_group(), self._inputs_group(), self._targets_group(),
-                      self._output_group()):
+        self.preprocess = PreprocessBox()
+        for group in (self._model_group(), self._inputs_group(), self.preprocess,
+                      self._targets_group(), self._output_group()):
             column.addWidget(group)
         column.addStretch(1)
         scroll = QScrollArea(widgetResizable=True, minimumWidth=440)
@@ -88,8 +91,13 @@ class ExportPanel(JobPanelState, QWidget):
         self.source = SourceField()
         self.source.hint.connect(lambda text: self.status.setText(text))
         self.kwargs = kwargs_field()
+        self.hf = HFModelRow()  # a Hugging Face folder's model and task, when the source is one
+        self.hf.described.connect(self._on_hf_described)
+        self.hf.failed.connect(self._fail)
+        self.hf.task_changed.connect(self._model_fields_changed)
+        self.source.changed.connect(self._source_changed)
         self.trust = QCheckBox("Trust this file: allow running code stored in it")
-        trust_note = QLabel(TRUST_TEXT, wordWrap=True)
+        trust_note = self.trust_note = QLabel(TRUST_TEXT, wordWrap=True)
         trust_note.setStyleSheet("color: palette(placeholder-text);")
         self.weights = PathField(placeholder="checkpoint with the weights (optional)",
                                  file_filter=WEIGHTS_FILTER)
@@ -102,14 +110,14 @@ class ExportPanel(JobPanelState, QWidget):
         self.report_title.setFont(font)
         self.report_text = QPlainTextEdit(readOnly=True, maximumHeight=90, visible=False)
         self.report_text.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
-        for label, widget in (("Architecture:", self.source), ("Arguments:", self.kwargs),
+        for label, widget in (("Architecture:", self.source), ("", self.hf), ("Arguments:", self.kwargs),
                               ("", self.trust), ("", trust_note), ("Weights:", self.weights),
                               ("", self.non_strict), ("", self.load_button)):
             form.addRow(label, widget)
         form.addRow(self.report_title)
         form.addRow(self.report_text)
         for signal in (self.source.changed, self.kwargs.textChanged, self.weights.changed,
-                       self.trust.toggled):
+                       self.trust.toggled, self.non_strict.toggled):
             signal.connect(self._model_fields_changed)
         return box
 
@@ -123,24 +131,11 @@ class ExportPanel(JobPanelState, QWidget):
         return box
 
     def _targets_group(self) -> QGroupBox:
-        box = QGroupBox("Targets")
-        form = QFormLayout(box)
-        self.onnx = QCheckBox("ONNX", checked=True)
-        self.opset = QSpinBox(minimum=6, maximum=23, value=6, specialValueText="default opset")
-        self.onnx_exporter = QComboBox()
-        self.onnx_exporter.addItems(["auto", "dynamo", "legacy"])
-        self.onnx_exporter.setToolTip("auto: the torch.export-based exporter, the legacy "
-                                      "TorchScript-based one if that fails")
-        self.torchscript = QCheckBox("TorchScript", checked=True)
-        self.ts_mode = QComboBox()
-        self.ts_mode.addItems(["trace", "script"])
-        self.pt2 = QCheckBox(".pt2 (torch.export)")
-        self.int8 = QCheckBox("Dynamic int8 (extra ONNX / TorchScript artefacts)")
-        form.addRow(self.onnx, hbox(QLabel("opset"), self.opset, QLabel("exporter"),
-                                    self.onnx_exporter, stretch_at=4))
-        form.addRow(self.torchscript, hbox(QLabel("mode"), self.ts_mode, stretch_at=2))
-        form.addRow(self.pt2)
-        form.addRow(self.int8)
+        box = self.targets_box = TargetsBox(self._probe)
+        self.onnx, self.torchscript = box.boxes["onnx"], box.boxes["torchscript"]
+        self.pt2, self.aoti, self.executorch = box.boxes["pt2"], box.boxes["aoti"], box.boxes["executorch"]
+        self.opset, self.onnx_exporter, self.ts_mode = box.opset, box.onnx_exporter, box.ts_mode
+        self.int8 = box.int8
         return box
 
     def _output_group(self) -> QGroupBox:
@@ -166,11 +161,11 @@ class ExportPanel(JobPanelState, QWidget):
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(NOTES, QHeaderView.ResizeMode.Stretch)
         self.table.selectionModel().selectionChanged.connect(self._show_row_details)
-        self.inputs_label = QLabel(wordWrap=True)
+        self.inputs_label = QLabel()  # one line per input: a wrapped label overflows its row
         self.details = QPlainTextEdit(readOnly=True, maximumHeight=150,
                                       placeholderText="Select a result to see its warnings.")
         self.parity_button = QPushButton("Check parity…")
-        self.parity_button.clicked.connect(lambda: self.artefacts_ready.emit(self.artefacts()))
+        self.parity_button.clicked.connect(lambda: self.artefacts_ready.emit(self.check_paths()))
         layout = QVBoxLayout(box)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.inputs_label)
@@ -180,23 +175,30 @@ class ExportPanel(JobPanelState, QWidget):
 
     # -- public --------------------------------------------------------------------------------
     def set_checkpoint(self, path: str) -> None:
-        """Preset the weights file (e.g. the checkpoint open in the inspect view)."""
+        """Preset the weights file (e.g. the checkpoint open in the inspect view); a Hugging Face
+        folder (or a file in one) also becomes the architecture when none is given yet."""
+        folder = hf_folder(str(path))
+        if folder and not self.source.text():
+            self.source.set_text(folder)
         self.weights.set_text(str(path))
 
     def targets(self) -> list[str]:
-        boxes = ((self.onnx, "onnx"), (self.torchscript, "torchscript"), (self.pt2, "pt2"))
-        return [name for box, name in boxes if box.isChecked()]
+        return self.targets_box.targets()
 
     def options(self) -> ExportOptions:
         from core.export import ExportOptions
 
         weights = self.weights.text()
+        hf = self.loaded.hf if isinstance(self.loaded, LoadedHF) else None
+        named = {"output_names": tuple(hf.output_names), "check_shapes": True} if hf else {}
         return ExportOptions(
-            name=self.name.text().strip() or "model",
+            **named, name=self.name.text().strip() or "model",
             opset=self.opset.value() if self.opset.value() != self.opset.minimum() else None,
             onnx_exporter=self.onnx_exporter.currentText(),
             torchscript_mode=self.ts_mode.currentText(),
             quantize="dynamic-int8" if self.int8.isChecked() else None,
+            preprocess=self.preprocess.spec() or self.hf.text_preprocess(),
+            bake_preprocess=self.preprocess.baked(),
             overwrite=self.overwrite.isChecked(), keep_going=True,
             protect=(Path(weights),) if weights else ())
 
@@ -207,16 +209,30 @@ class ExportPanel(JobPanelState, QWidget):
     def artefacts(self) -> list[str]:
         return [r.path for r in self.results if r.ok and r.path]
 
+    def check_paths(self) -> list[str]:
+        """What "Check parity…" hands on: a Hugging Face folder first (the reference), then the
+        artefacts."""
+        return ([self.hf.folder] if self.hf.active() else []) + self.artefacts()
+
+    def check_options(self) -> dict[str, Any] | None:
+        """How the checks panel must run the Hugging Face folder to match the export: its task
+        and whether the pooling went inside the graph (None when the source is no folder)."""
+        return {"task": self.hf.current_task(), "pooling": self.hf.pooled()} if self.hf.active() else None
+
     def cancel(self) -> None:
         self.bar.cancel()
 
     def shutdown(self) -> None:
         """Cancel the running job and drop its result (the tab is closing)."""
         self.bar.shutdown()
+        self.hf.shutdown()
         self.state = "idle"
 
     # -- loading -------------------------------------------------------------------------------
     def _key(self) -> tuple[Any, ...]:
+        if self.hf.active():
+            return ("hf", self.hf.folder, self.hf.current_task(), self.weights.text(),
+                    not self.non_strict.isChecked(), self.hf.pooled())
         return (self.source.text(), self.kwargs.text(), self.trust.isChecked(), self.weights.text())
 
     def load(self, then: Callable[[], None] | None = None) -> None:
@@ -228,7 +244,8 @@ class ExportPanel(JobPanelState, QWidget):
             return self._fail(problem, "")
         self.loaded = None
         self._begin()
-        run_job(self.bar, self, load_model, *self._key(), key=self._key(),
+        func, args = (load_hf, self._key()[1:]) if self.hf.active() else (load_model, self._key())
+        run_job(self.bar, self, func, *args, key=self._key(),
                 text="Loading the model…", done=lambda loaded: self._on_loaded(loaded, then),
                 failed=self._fail, cancelled=self._on_cancelled)
 
@@ -237,6 +254,8 @@ class ExportPanel(JobPanelState, QWidget):
 
     def _on_loaded(self, loaded: LoadedModel, then: Callable[[], None] | None) -> None:
         self.loaded = loaded
+        if isinstance(loaded, LoadedHF) and loaded.hf is not None and not self.spec.text():
+            self.spec.set_specs(loaded.hf.specs)
         self._show_report(loaded.report)
         report = loaded.report
         if report is not None and not report.ok and not self.non_strict.isChecked():
@@ -261,6 +280,20 @@ class ExportPanel(JobPanelState, QWidget):
         self.report_text.setStyleSheet(f"QPlainTextEdit {{ background: {color}; }}")
         self.report_text.setVisible("\n" in summary)  # more than the count in the title
 
+    def _source_changed(self, text: str) -> None:
+        self.hf.set_source(text)
+        self.kwargs.setEnabled(not self.hf.active())
+        for widget in (self.trust, self.trust_note):  # a folder's weights are data: nothing to trust
+            widget.setVisible(not self.hf.active())
+
+    def _on_hf_described(self, choice: HFChoice) -> None:
+        """Preselect what fits the folder: its inputs, its name, the exporter Optimum uses."""
+        self.spec.set_specs(choice.specs)
+        if self.name.text() in ("", "model"):
+            self.name.setText(Path(choice.folder).name)
+        self.onnx_exporter.setCurrentText("legacy")
+        self.status.setText(f"{choice.title()}: inputs from its config; export when ready.")
+
     def _model_fields_changed(self) -> None:
         if self.loaded is not None and self.loaded.key != self._key():
             self.loaded = None
@@ -269,6 +302,9 @@ class ExportPanel(JobPanelState, QWidget):
 
     # -- inputs and export -----------------------------------------------------------------------
     def infer(self) -> None:
+        if self.hf.active() and self.hf.choice is not None:
+            self.spec.set_specs(self.hf.choice.specs)
+            return self._end("done", f"Inputs of {self.hf.choice.title()}, from its config.")
         self.load(then=lambda: self._infer(then=None))
 
     def _infer(self, then: Callable[[], None] | None) -> None:
@@ -299,7 +335,7 @@ class ExportPanel(JobPanelState, QWidget):
             return f"The output folder '{self.out_dir.text()}' does not exist; create it first."
         if self.spec.specs() is None:
             return self.spec.error()
-        return ""
+        return self.preprocess.error()
 
     def _export(self) -> None:
         assert self.loaded is not None
@@ -321,7 +357,7 @@ class ExportPanel(JobPanelState, QWidget):
         warned = sum(bool(r.warnings) for r in results if r.ok)
         text = f"Exported {ok} of {len(results)} artefacts"
         text += f" ({warned} with warnings)." if warned else "."
-        self.inputs_label.setText(f"Inputs: {self.spec.text()}")
+        self.inputs_label.setText("Inputs: " + "\n".join(s.to_text() for s in self.spec.specs() or []))
         self._end("done" if ok == len(results) else "error", text)
 
     def _show_row_details(self) -> None:

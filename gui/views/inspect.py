@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
@@ -33,6 +34,9 @@ from gui.widgets import Banner, MessagePage
 from gui.worker import Job
 
 CODE_BANNER = "This file contains code references; it was opened safely without running them."
+DATA_BANNER = ("This file holds Python data besides tensors; the types it names run no code, and "
+               "nothing in it was run.")
+UNRATED_BANNER = "Parts of this file could not be checked; nothing in it was run."
 INFO_BANNER = "Notes about this file"
 
 
@@ -73,6 +77,8 @@ class InspectView(QWidget):
 
     def _content_page(self) -> QWidget:
         self.banner = Banner()
+        self.preprocess = QLabel(wordWrap=True, visible=False,
+                                 textInteractionFlags=Qt.TextInteractionFlag.TextSelectableByMouse)
         self.sections = SectionsPanel()
         self.tensors = TensorsPanel()
         self.detail = TensorDetailView()
@@ -97,6 +103,7 @@ class InspectView(QWidget):
         page = QWidget()
         layout = QVBoxLayout(page)
         layout.addWidget(self.banner)
+        layout.addWidget(self.preprocess)
         layout.addWidget(self.splitter, 1)
         layout.addLayout(bar)
         return page
@@ -145,6 +152,7 @@ class InspectView(QWidget):
         self.detail.set_checkpoint(self.checkpoint)
         self.config.set_metadata(self.checkpoint.metadata)
         self._show_findings(self.result.findings)
+        self._show_preprocess(self.result.preprocess)
         self.file_info.setText(f"{self.result.format} · {human_bytes(self.result.file_size)} on disk")
         self.file_info.setToolTip(self.path)
         self.sections.set_result(self.result)
@@ -182,10 +190,14 @@ class InspectView(QWidget):
         if not findings:
             self.banner.setVisible(False)
             return
-        code = [f for f in findings if f.severity != "info"]
-        lines = [f"[{f.severity}] {f.message}" + (f"  ({f.where})" if f.where else "")
-                 for f in findings]
-        self.banner.show_message(CODE_BANNER if code else INFO_BANNER, "\n".join(lines))
+        self.banner.show_message(*findings_banner(self.path, findings))
+
+    def _show_preprocess(self, record: dict[str, Any] | None) -> None:
+        """The preprocessing spec an exported file records (as `ckpt-studio inspect` prints it)."""
+        from core.cli.inspect import preprocess_line
+
+        self.preprocess.setText(preprocess_line(record) if record else "")
+        self.preprocess.setVisible(bool(record))
 
     def _show_section(self, name: str) -> None:
         assert self.result is not None
@@ -199,6 +211,29 @@ class InspectView(QWidget):
     def focus_filter(self) -> None:
         if self.state == "ready":
             self.tensors.focus_filter()
+
+
+def findings_banner(path: str, findings: list[Finding]) -> tuple[str, str]:
+    """The banner's title and details, worded by core.scan's rating of what the file names: code
+    (dangerous), only data types that run no code, or things that could not be rated."""
+    from core.scan import ScanResult
+
+    scan = ScanResult(path, "", findings)
+    rated = [f for f in findings if f.severity != "info"]
+    if scan.dangerous:
+        title = CODE_BANNER
+    elif rated and all(f.kind == "global" for f in rated):  # severity "unknown": inert or allowed
+        title = DATA_BANNER
+    else:
+        title = UNRATED_BANNER if rated else INFO_BANNER
+    lines = [f"[{f.severity}] {f.message}" + (f"  ({f.where})" if f.where else "")
+             for f in findings]
+    if scan.refused_by_weights_only:
+        lines.append("torch.load(weights_only=True) would refuse this file.")
+    allow = scan.allow_line()
+    if allow:
+        lines += ["If you trust where this file came from, these lines let torch load it:", allow]
+    return title, "\n".join(lines)
 
 
 def totals_text(totals: Totals, section: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QFileDialog, QLineEdit, QWidget
@@ -108,14 +108,17 @@ def run_parity(reference: str, candidate: str, trust: bool, specs: list[InputSpe
                points: list[dict[str, int]] | None, atol: float | None, rtol: float | None,
                tolerances: dict[str, tuple[float, float]] | None = None,
                npz: list[str] | None = None, save_dir: str | None = None,
+               kwargs: tuple[dict[str, Any] | None, dict[str, Any] | None] = (None, None),
                progress: Progress | None = None) -> ParityResult:
-    """gui.jobs.run_parity with the CLI's --tol, --inputs-npz and --save-dir: the .npz cases (when
-    given) replace the generated inputs; failing cases are saved to `save_dir` (when given)."""
+    """gui.jobs.run_parity with the CLI's --tol, --inputs-npz, --save-dir and --kwargs: the .npz
+    cases (when given) replace the generated inputs; failing cases are saved to `save_dir` (when
+    given); `kwargs` (a model folder's task / pooling) go to each side's runner."""
     from core.checks.common import load_cases
     from core.checks.parity import check_parity
     from core.runtime import build_runner
 
     cases = load_cases(npz) if npz else None
-    ref, cand = build_runner(reference, trust), build_runner(candidate, trust)
+    ref = build_runner(reference, trust, kwargs=kwargs[0])
+    cand = build_runner(candidate, trust, kwargs=kwargs[1])
     return check_parity(ref, cand, specs, points=points, cases=cases, atol=atol, rtol=rtol,
                         tolerances=tolerances, save_dir=save_dir, progress=progress)

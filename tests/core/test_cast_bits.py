@@ -216,7 +216,7 @@ def test_convert_cast_across_chunk_boundaries(tmp_path: Path, monkeypatch: pytes
     safetensors_torch.save_file(tensors, str(src))
     monkeypatch.setattr(stream, "CHUNK", chunk)
     dst = tmp_path / "out.safetensors"
-    result = convert(src, dst, "safetensors", ConvertOptions(dtype=dtype))
+    result = convert(src, dst, "safetensors", ConvertOptions(dtype=dtype), allow_overflow=True)
     target = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[dtype]
     loaded = safetensors_torch.load_file(str(dst))
     for name, tensor in tensors.items():
@@ -238,7 +238,7 @@ if sys.argv[4] == "blocked":
     sys.modules["torch"] = None  # any `import torch` now fails, as without torch installed
 from core.convert import ConvertOptions, convert
 result = convert(sys.argv[1], sys.argv[2], "safetensors", ConvertOptions(dtype=sys.argv[3]),
-                 overwrite=True)
+                 overwrite=True, allow_overflow=True)
 loaded = sorted(m for m in sys.modules if m.split(".")[0] == "torch" and sys.modules[m] is not None)
 print(json.dumps({"torch": loaded, "changes": len(result.dtype_changes)}))
 """

@@ -4,6 +4,7 @@ leaving work running on the QThreadPool (as napari does)."""
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -39,6 +40,7 @@ def _isolated_settings(qapp: object, tmp_path: Path) -> None:
 @pytest.fixture(autouse=True)
 def _no_dangling_workers(qapp: object) -> Iterator[None]:
     yield
+    _wait_for_target_probe()
     pool = QThreadPool.globalInstance()
     if pool.activeThreadCount() == 0 or pool.waitForDone(GRACE_MS):
         # The test's widgets are closed by now; collect their reference cycles here, on the GUI
@@ -50,6 +52,18 @@ def _no_dangling_workers(qapp: object) -> Iterator[None]:
     pool.waitForDone(30_000)  # don't let the next test inherit it
     pytest.fail(f"The test left {running} job(s) running on the QThreadPool; wait for them "
                 "(qtbot.waitSignal / waitUntil) or cancel them before the test ends.")
+
+
+def _wait_for_target_probe(timeout_s: float = 60.0) -> None:
+    """The export panel asks once per process which targets work here (core.capabilities: a
+    moment, longer on a busy machine); that app-wide probe is not work a test left behind."""
+    from gui.views.export_targets import TargetProbe
+
+    probe = TargetProbe._shared
+    deadline = time.monotonic() + timeout_s
+    while probe is not None and probe.is_running() and time.monotonic() < deadline:
+        QCoreApplication.processEvents()
+        time.sleep(0.01)
 
 
 @pytest.fixture()

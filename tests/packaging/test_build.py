@@ -76,6 +76,38 @@ def test_frozen_self_test_passes_in_a_clean_environment(built: Path, tmp_path: P
     assert "(frozen)" in result.stdout and "self-test passed" in result.stdout
 
 
+def test_frozen_capability_report_matches_what_the_app_does(built: Path, tmp_path: Path) -> None:
+    """No AOTInductor export or torch.compile (no compiler inside), no ExecuTorch (not bundled), and
+    the AOTInductor runner offered exactly when the app really runs a package (compiled here)."""
+    result = subprocess.run([*clean_env(tmp_path), str(EXE), "doctor", "--json"],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    entries = {(e["name"], kind): e for kind in ("targets", "runners") for e in report[kind]}
+    assert report["compiler"]["available"] is False
+    assert entries["aoti", "targets"]["reason"].startswith("AOTInductor needs a C++ compiler, but "
+                                                           "the installed app carries no C++")
+    assert entries["compiled", "runners"]["available"] is False
+    assert entries["executorch", "targets"]["reason"].startswith(
+        "The installed app does not include ExecuTorch")
+    if not shutil.which("g++"):
+        return  # nothing here to compile a package with for the runner check below
+    from core.export import ExportOptions, export
+    from core.inputs import parse_specs
+    from tests.fixtures import export_models
+
+    spec = export_models.SPECS["mlp"]
+    export(export_models.mlp(), parse_specs(spec), ["pt2", "aoti"], tmp_path,
+           ExportOptions(name="mlp"))
+    run = subprocess.run([*clean_env(tmp_path), str(EXE), "check", "parity", "mlp.pt2",
+                          "mlp.aoti.pt2", "--trust", "--input", spec, "--shapes", "batch=1",
+                          "batch=64"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    runner = entries["aoti", "runners"]
+    assert (run.returncode == 0) is runner["available"], run.stdout + run.stderr
+    if not runner["available"]:
+        assert runner["reason"][:-1].lower() in run.stderr.lower() and "Traceback" not in run.stderr
+
+
 def test_bundle_has_qt_platform_plugins_and_size_is_reported(built: Path) -> None:
     platforms = built / "_internal" / "PySide6" / "Qt" / "plugins" / "platforms"
     for plugin in ("libqoffscreen.so", "libqxcb.so"):

@@ -37,8 +37,9 @@ from tests.security.payloads import legacy_pickles
 
 FUZZ_SECONDS = float(os.environ.get("CKPT_FUZZ_SECONDS", "56"))
 TARGETS = ["state_dict", "training", "legacy", "safetensors", "sharded_index", "torchscript",
-           "pt2", "onnx", "legacy_padded_magic", "legacy_octal_magic", "zip_code_folder",
-           "plain_pickle_framed"]  # the last four: unusual framings torch.load still reads
+           "pt2", "onnx", "legacy_padded_magic", "legacy_octal_magic", "legacy_long1_magic",
+           "zip_code_folder", "plain_pickle_framed",  # unusual framings torch.load still reads
+           "safetensors_polyglot", "safetensors_inner_pickles"]  # pickles inside safetensors
 BUDGET = FUZZ_SECONDS / len(TARGETS)
 ROUND = 25  # examples per hypothesis run; the budget is checked between runs
 READ_LIMIT = 1 << 20  # tensors larger than this (after a mutation) are not read back
@@ -133,7 +134,7 @@ def framing_sources(files: FixtureFiles, folder: Path) -> dict[str, Path]:
     legacy = files["legacy"].read_bytes()
     magic_end = legacy_pickles(legacy)[0][1]
     out = {}
-    for name in ("padded", "octal"):
+    for name in ("padded", "octal", "long1"):
         out[f"legacy_{name}_magic"] = folder / f"{name}.pt"
         out[f"legacy_{name}_magic"].write_bytes(MAGIC_FRAMINGS[name.replace("octal", "octal_int")]
                                                 + legacy[magic_end:])
@@ -146,6 +147,25 @@ def framing_sources(files: FixtureFiles, folder: Path) -> dict[str, Path]:
     body = pickle.dumps({"epoch": 3, "lr": [0.1, 0.01], "name": "run"}, protocol=4)
     out["plain_pickle_framed"] = folder / "framed.pkl"
     out["plain_pickle_framed"].write_bytes(body)
+    out.update(_safetensors_with_pickles(folder))
+    return out
+
+
+def _safetensors_with_pickles(folder: Path) -> dict[str, Path]:
+    """Harmless pickles inside safetensors files: a polyglot (the whole file is also a pickle), a
+    protocol 0 pickle in the metadata, a protocol 4 one in a byte tensor."""
+    import torch
+    from safetensors.torch import save_file
+
+    from tests.security.test_parser_differentials import polyglot
+
+    out = {"safetensors_polyglot": polyglot(folder / "polyglot.safetensors", folder / "unused",
+                                            body=b"(K\x01K\x02t")}
+    out["safetensors_inner_pickles"] = folder / "inner.safetensors"
+    blob = bytearray(pickle.dumps({"epoch": 3, "lr": [0.1, 0.01]}, protocol=4))
+    save_file({"w": torch.ones(3), "blob": torch.frombuffer(blob, dtype=torch.uint8)},
+              str(out["safetensors_inner_pickles"]),
+              metadata={"args": pickle.dumps({"epoch": 3}, protocol=0).decode()})
     return out
 
 
@@ -183,7 +203,12 @@ def test_framing_sources_are_what_they_claim(files: FixtureFiles, tmp_path: Path
     from core.errors import UnsupportedFormat
 
     sources = framing_sources(files, tmp_path / "sources")
-    for key in ("legacy_padded_magic", "legacy_octal_magic", "zip_code_folder"):
+    for key in ("legacy_padded_magic", "legacy_octal_magic", "legacy_long1_magic",
+                "zip_code_folder"):
         assert open_checkpoint(sources[key]).all_tensors(), key
+    for key, places in (("safetensors_polyglot", 1), ("safetensors_inner_pickles", 2)):
+        ckpt = open_checkpoint(sources[key])
+        found = [(f.kind, f.severity) for f in ckpt.findings]
+        assert ckpt.all_tensors() and found == [("embedded-pickle", "info")] * places, key
     with pytest.raises(UnsupportedFormat):
         open_checkpoint(sources["plain_pickle_framed"])

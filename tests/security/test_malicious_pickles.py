@@ -178,13 +178,13 @@ CASES = _cases()
 def test_payload_never_runs(files, tmp_path: Path, marker: Path, case: str) -> None:
     build, expect = CASES[case]
     path = build(files, tmp_path, marker)
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: a hang burns it, other processes' load does not
     try:
         ckpt = open_checkpoint(path)
     except CheckpointError as exc:
         ckpt = None
         assert exc.message.endswith(".")
-    assert time.perf_counter() - start < 5
+    assert time.process_time() - start < 5
     assert not marker.exists()
     if ckpt is not None:
         names = [f.name for f in ckpt.findings] + [f.message for f in ckpt.findings]

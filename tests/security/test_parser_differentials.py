@@ -258,15 +258,16 @@ def test_legacy_int_key_reads_like_torch(tmp_path: Path) -> None:
 
 
 # ---- a file that is both safetensors and a pickle -------------------------------------------------
-def polyglot(path: Path, marker: Path) -> Path:
+def polyglot(path: Path, marker: Path, body: bytes | None = None) -> Path:
     """Valid safetensors whose bytes are also a pickle running os.system: 'X' + a 4-byte length
     (the header length's low bytes) swallows the start of the JSON, a 'V' inside a metadata string
-    reads up to the newline before the closing brace, and the tensor's bytes hold the payload."""
+    reads up to the newline before the closing brace, and the tensor's bytes hold the payload
+    (or `body`: opcodes leaving one value on the stack, for a harmless polyglot)."""
     import struct
 
     from tests.security.payloads import system_call
 
-    data = b"0" + system_call(marker) + b"."
+    data = b"0" + (system_call(marker) if body is None else body) + b"."
     swallowed = 40
     size = 0x58 + (swallowed << 8)  # the header length the first 8 bytes spell
     head = '{"__metadata__":{"p":"'

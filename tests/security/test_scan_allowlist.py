@@ -46,6 +46,12 @@ GADGETS = [
     "idlelib.pyshell.ModifiedInterpreter.runcode", "test.support.script_helper.assert_python_ok",
     "collections.defaultdict", "numpy._core.multiarray.scalar", "numpy.core.multiarray._reconstruct",
     "fractions.Fraction",
+    # reported scanner bypasses of the same kind (calls that reach a shell, a file or code)
+    "asyncio.unix_events._UnixSubprocessTransport._start", "distutils.file_util.write_file",
+    "numpy.testing._private.utils.runstring", "operator.methodcaller", "functools.reduce",
+    "pty.spawn", "bdb.Bdb.run", "ctypes.CDLL", "shutil.copyfile", "_io.FileIO",
+    "lib2to3.pgen2.grammar.Grammar.load", "torch.utils.collect_env.run", "_pickle.loads",
+    "marshal.loads", "types.FunctionType", "types.CodeType", "site.main",
     # names next to inert ones, and classes of code nobody here knows
     "argparse.Namespace.__init__", "pathlib.PosixPath.write_text", "uuid.UUID.__init__",
     "collections.OrderedDict.fromkeys", "numpy.dtype.__new__", "argparse.ArgumentParser",

@@ -61,3 +61,22 @@ def test_empty_tensor_with_the_largest_dimension_converts_readably(tmp_path: Pat
     convert(path, out)
     with safe_open(out, "pt") as f:
         assert f.get_tensor("x").shape == ref.shape
+
+
+@pytest.mark.parametrize("count", [10**9, 2**40, 2**61])
+def test_repeated_values_convert_to_a_plain_refusal(tmp_path: Path, count: int,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Stride 0 over 10^9 ... 2^61 floats: torch loads a view of 16 bytes; converting would write
+    it out in full (4 GB ... 8 EB), so convert refuses plainly (exit 2, was exit 3) and writes
+    nothing. Opening keeps the view (refused only past 8 exabytes)."""
+    path = _file(tmp_path, "repeated", (count,), (0,))
+    ref = torch.load(path, weights_only=True)["x"]
+    assert ref.shape == (count,) and ref.stride() == (0,)  # control: a view to torch
+    if count * 4 < 2**63:
+        view = open_checkpoint(path).read("x")
+        assert view.shape == ref.shape and torch.equal(view[:4], ref[:4])
+    out = tmp_path / "out.safetensors"
+    assert cli_main(["convert", str(path), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert ("written out in full" in err or "exabytes" in err) and "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
