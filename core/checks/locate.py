@@ -141,8 +141,8 @@ def compare_captures(ref: Capture, got: Capture, atol: float | None, rtol: float
                               list(a.shape), row.max_abs_diff, row.max_rel_diff,
                               row.cosine_similarity, row.outside_percent, not row.passed))
     if skipped:
-        notes.append(f"{skipped} modules have outputs of different sizes on the two sides and "
-                     "were not compared.")
+        what = "1 module's output differs" if skipped == 1 else f"{skipped} modules' outputs differ"
+        notes.append(f"{what} in size between the two sides, so not compared.")
     return rows, ref.approximate or got.approximate or renamed
 
 

@@ -38,8 +38,8 @@ def read_shard(path: Path, shard: str) -> tuple[dict[str, TensorInfo], list[Find
     """The shard's tensors by name, what the pickle scan saw in it, and its kind."""
     kind = shard_kind(path, shard)
     if kind == SAFETENSORS:
-        tensors, _ = safetensors.read_header(path)
-        return tensors, [], kind
+        tensors, _, findings = safetensors.read_and_scan(path)
+        return tensors, [replace(f, where=f"{shard}: {f.where}") for f in findings], kind
     tree, findings, _ = (torch_zip.load_tree(open_archive(path)) if _is_zip(path)
                          else torch_legacy.load_tree(path))
     if not isinstance(tree, dict):

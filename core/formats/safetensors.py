@@ -14,7 +14,7 @@ from typing import Any
 
 from core.dtypes import SAFETENSORS, itemsize
 from core.errors import CorruptFile
-from core.model import Checkpoint, Section, Storage, TensorInfo
+from core.model import Checkpoint, Finding, Section, Storage, TensorInfo
 
 FORMAT = "safetensors"
 MAX_HEADER = 100_000_000  # the Rust loader's limit
@@ -38,13 +38,22 @@ def sniff(path: Path, head: bytes) -> bool:
 
 def open(path: Path) -> Checkpoint:
     path = Path(path)
-    from core.formats.safetensors_pickle import embedded_pickle_findings
-
-    tensors, metadata = read_header(path)
+    tensors, metadata, findings = read_and_scan(path)
     sections, weights = make_sections(with_aliases(tensors, metadata))
     return Checkpoint(path=path, format=FORMAT, sections=sections, weights=weights,
-                      metadata=dict(metadata),
-                      findings=embedded_pickle_findings(path, metadata, tensors))
+                      metadata=dict(metadata), findings=findings)
+
+
+def read_and_scan(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str], list[Finding]]:
+    """`read_header` plus the pickles hidden in the file (see `safetensors_pickle`); a damaged
+    file that is also a pickle calling code is refused as unsafe, naming what it calls."""
+    from core.formats.safetensors_pickle import embedded_pickle_findings, name_payloads
+
+    try:
+        tensors, metadata = read_header(path)
+    except CorruptFile as error:
+        raise name_payloads(path, error) from None
+    return tensors, metadata, embedded_pickle_findings(path, metadata, tensors)
 
 
 def with_aliases(tensors: dict[str, TensorInfo], metadata: dict[str, str]) -> dict[str, TensorInfo]:

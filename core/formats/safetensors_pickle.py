@@ -18,11 +18,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from core.errors import CheckpointError, UnsafeContent
+from core.errors import CheckpointError, CorruptFile, UnsafeContent
 from core.formats import pickle_vm
 from core.model import Finding, TensorInfo
 
 KIND = "embedded-pickle"  # Finding.kind of the finding that says where a pickle was found
+_WHOLE_FILE = "the whole file, read from its first byte"
 _BYTE_DTYPES = ("uint8", "int8")
 
 
@@ -34,7 +35,7 @@ def embedded_pickle_findings(path: Path, metadata: dict[str, str],
         mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     try:
         view = memoryview(mapped)
-        findings += _look(view, "the whole file, read from its first byte", whole_file=True)
+        findings += _look(view, _WHOLE_FILE, whole_file=True)
         for key, text in metadata.items():
             for raw, how in _metadata_candidates(text):
                 findings += _look(raw, f"metadata entry '{key}'{how}")
@@ -47,6 +48,28 @@ def embedded_pickle_findings(path: Path, metadata: dict[str, str],
         with contextlib.suppress(BufferError):  # a view held by a finished traceback: GC closes
             mapped.close()
     return findings
+
+
+def name_payloads(path: Path, error: CorruptFile) -> CheckpointError:
+    """A damaged safetensors file may still be a pickle that pickle.load (or a loader falling back
+    to pickle) would run: refuse it as unsafe, naming what it calls, instead of only as damaged."""
+    try:
+        with path.open("rb") as f:
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):  # cannot be mapped (empty, special file): the error stands
+        return error
+    try:
+        found = _look(memoryview(mapped), _WHOLE_FILE, whole_file=True)
+    finally:
+        with contextlib.suppress(BufferError):
+            mapped.close()
+    names = list(dict.fromkeys(f.name for f in found if f.kind != KIND and f.severity == "dangerous"))
+    if not names:
+        return error
+    listed = ", ".join(f"'{n}'" for n in names[:3]) + (" and more" if len(names) > 3 else "")
+    return UnsafeContent(f"This file is a damaged safetensors file that is also a pickle asking to "
+                         f"run {listed} when unpickled; it was not opened and nothing in it was run.",
+                         found, f"{error.message} ({error.details})" if error.details else error.message)
 
 
 def _metadata_candidates(text: str) -> list[tuple[bytes, str]]:

@@ -147,3 +147,45 @@ def test_pickle_past_the_readers_limits_is_noted(tmp_path: Path, marker: Path) -
     assert found == [(KIND, "info", "the data of tensor 'blob'")]
     assert "too long or too complex" in open_checkpoint(path).findings[0].message
     assert not marker.exists()
+
+
+def test_damaged_polyglot_is_refused_naming_the_global(tmp_path: Path, marker: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Bytes after the last tensor make it a damaged safetensors file, but pickle.load still runs
+    it (control): refused as unsafe, naming os.system, not only as damaged."""
+    path = polyglot(tmp_path / "poly.safetensors", marker)
+    path.write_bytes(path.read_bytes() + b"junk")
+    assert _runs_when_unpickled(path.read_bytes(), marker)
+    with pytest.raises(UnsafeContent) as caught:
+        open_checkpoint(path)
+    assert "'os.system'" in caught.value.message and "damaged safetensors" in caught.value.message
+    assert "extra bytes" in (caught.value.details or "")
+    assert cli_main(["scan", str(path)]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+    assert not marker.exists()
+
+
+def test_damaged_safetensors_that_is_no_pickle_stays_a_plain_error(tmp_path: Path) -> None:
+    from core.errors import CorruptFile
+
+    path = tmp_path / "cut.safetensors"
+    save_file({"w": torch.ones(4)}, str(path))
+    path.write_bytes(path.read_bytes()[:-3])
+    with pytest.raises(CorruptFile) as caught:
+        open_checkpoint(path)
+    assert not isinstance(caught.value, UnsafeContent) and "damaged" in caught.value.message
+
+
+def test_pickle_inside_a_shard_is_named_with_its_shard(tmp_path: Path, marker: Path) -> None:
+    shards = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    save_file({"a": torch.ones(2)}, str(tmp_path / shards[0]))
+    save_file({"b": torch.ones(2)}, str(tmp_path / shards[1]),
+              metadata={"extra": _payload(marker, 0).decode()})
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text(json.dumps({"metadata": {}, "weight_map": {"a": shards[0], "b": shards[1]}}))
+    ckpt = open_checkpoint(index)
+    assert {t.name for t in ckpt.all_tensors()} == {"a", "b"}
+    named = [f for f in ckpt.findings if f.name == "os.system"]
+    assert named and named[0].severity == "dangerous"
+    assert named[0].where == f"{shards[1]}: metadata entry 'extra'"
+    assert not marker.exists()
