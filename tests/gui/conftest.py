@@ -4,12 +4,14 @@ leaving work running on the QThreadPool (as napari does)."""
 from __future__ import annotations
 
 import gc
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QCoreApplication, QSettings, QThreadPool
+from PySide6.QtWidgets import QApplication, QWidget
 from pytestqt.qtbot import QtBot
 
 from gui.app import MainWindow
@@ -87,3 +89,17 @@ def open_view(qtbot: QtBot, window: MainWindow) -> Callable[[Path], InspectView]
         return wait_done(qtbot, window.open_path(path))
 
     return _open
+
+
+def screenshot(widget: QWidget, tmp_path: Path, name: str) -> Path:
+    """Save what `widget` shows as NAME.png in $CKPT_STUDIO_SHOTS (a folder, for people to look
+    at) or the test's tmp folder; layout requests climb one parent per pass, so a few passes of
+    the event loop come first."""
+    folder = Path(os.environ.get("CKPT_STUDIO_SHOTS") or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    for _ in range(5):
+        QApplication.processEvents()
+    assert widget.grab().save(str(path)), path
+    assert path.stat().st_size > 10_000  # a drawn widget, not an empty image
+    return path

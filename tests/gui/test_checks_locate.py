@@ -4,7 +4,6 @@ in plain words and draws the depth plot; a cancel stops it; a passing run leaves
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ pytest.importorskip("transformers", reason="transformers (the 'hf' extra) is not
 
 from gui.views.checks import ChecksPanel  # noqa: E402
 from tests.fixtures.hf_folders import bert_folder  # noqa: E402
+from tests.gui.conftest import screenshot  # noqa: E402
 from tests.gui.test_checks_panel import run  # noqa: E402
 
 DAMAGED = "encoder.layer.1.intermediate.dense"  # the module whose weight is scaled
@@ -92,8 +92,7 @@ def test_locate_names_the_damaged_module(qtbot: QtBot, panel: ChecksPanel,
     assert len(dots.xData) == len(loc.depth_series()[0]) and list(star.xData) == [first.depth]
     labels = [i.label.toPlainText() for i in plot.items if hasattr(i, "label") and i.label]
     assert f"first divergence: {first.module}" in labels and "atol 0.0001" in labels
-    shot = Path(os.environ.get("CKPT_SCREENSHOTS", tmp_path)) / "checks-locate.png"
-    assert panel.grab().save(str(shot)) and shot.stat().st_size > 10_000
+    screenshot(panel, tmp_path, "checks-locate")
 
     report = tmp_path / "parity.html"  # the saved report has the located divergence and its plot
     assert run(qtbot, panel, lambda: panel.save_report("parity", str(report))) == "done"

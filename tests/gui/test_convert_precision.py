@@ -4,7 +4,6 @@ refused until "Allow overflow" is ticked; bfloat16 keeps the range and converts 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from gui.views.convert import ConvertPanel
 from gui.views.convert_precision import COLUMNS
+from tests.gui.conftest import screenshot
 
 
 @pytest.fixture()
@@ -69,8 +69,7 @@ def test_an_overflowing_fp16_cast_is_named_and_refused_until_allowed(
     assert "tick 'Allow overflow'" in panel.convert_button.toolTip()
     assert panel.precision.hint.text() == panel.convert_button.toolTip()
     qtbot.wait(100)  # let the layout settle before the screenshot
-    shot = Path(os.environ.get("CKPT_SCREENSHOTS", tmp_path)) / "convert-precision.png"
-    assert panel.grab().save(str(shot)) and shot.stat().st_size > 10_000
+    screenshot(panel, tmp_path, "convert-precision")
     panel.start()  # refused while not allowed: nothing is queued or written
     assert panel.queue.rowCount() == 0 and not list((tmp_path / "out").iterdir())
 

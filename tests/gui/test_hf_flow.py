@@ -8,18 +8,17 @@ look at."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import onnx
 import pytest
-from PySide6.QtWidgets import QApplication, QWidget
+from PySide6.QtWidgets import QWidget
 from pytestqt.qtbot import QtBot
 
 from gui.app import MainWindow
 from gui.views.export import ExportPanel
 from gui.views.inspect import InspectView
-from tests.gui.conftest import wait_done
+from tests.gui.conftest import screenshot, wait_done
 from tests.gui.test_inspect_view import drop
 
 pytest.importorskip("transformers", reason="Hugging Face folders need transformers")
@@ -30,21 +29,6 @@ INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
 SLOW_MS = 180_000  # imports torch, transformers and onnxruntime on a shared machine
 
 
-def shots_folder(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("CKPT_STUDIO_SHOTS") or tmp_path / "screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def shot(widget: QWidget, folder: Path, name: str) -> Path:
-    path = folder / f"{name}.png"
-    for _ in range(5):  # layout requests climb one parent per pass: grab what a user sees
-        QApplication.processEvents()
-    assert widget.grab().save(str(path)), path
-    assert path.stat().st_size > 10_000  # a drawn window, not an empty image
-    return path
-
-
 def wait_finished(qtbot: QtBot, panel: QWidget, click: object) -> str:
     with qtbot.waitSignal(panel.finished, timeout=SLOW_MS) as blocker:
         click()  # type: ignore[operator]
@@ -53,7 +37,6 @@ def wait_finished(qtbot: QtBot, panel: QWidget, click: object) -> str:
 
 
 def test_drop_export_check(qtbot: QtBot, window: MainWindow, tmp_path: Path) -> None:
-    shots = shots_folder(tmp_path)
     folder = bert_folder(tmp_path / "tiny-bert")
     drop(window, [folder])
     [view] = window.views()
@@ -61,7 +44,7 @@ def test_drop_export_check(qtbot: QtBot, window: MainWindow, tmp_path: Path) -> 
     wait_done(qtbot, view)
     assert view.state == "ready", view.message.message.text()
     assert view.config.values["architectures"].text() == "BertModel"
-    shot(window, shots, "1-folder-dropped")
+    screenshot(window, tmp_path, "1-folder-dropped")
 
     window.panel_actions["export"].trigger()
     export = window.tabs.currentWidget()
@@ -74,14 +57,14 @@ def test_drop_export_check(qtbot: QtBot, window: MainWindow, tmp_path: Path) -> 
     out.mkdir()
     export.out_dir.set_text(str(out))
     export.torchscript.setChecked(False)
-    shot(window, shots, "2-export-preselected")
+    screenshot(window, tmp_path, "2-export-preselected")
     assert wait_finished(qtbot, export, export.export_button.click) == "done", export.banner.message()
     onnx_file = out / "tiny-bert.onnx"
     graph = onnx.load(str(onnx_file), load_external_data=False).graph
     assert [i.name for i in graph.input] == INPUTS
     assert [o.name for o in graph.output] == ["last_hidden_state", "pooler_output"]
     export.table.selectRow(0)
-    shot(window, shots, "3-exported")
+    screenshot(window, tmp_path, "3-exported")
 
     export.parity_button.click()
     checks = window.tabs.currentWidget()
@@ -99,4 +82,4 @@ def test_drop_export_check(qtbot: QtBot, window: MainWindow, tmp_path: Path) -> 
     ids = [c.input_shapes["input_ids"] for c in result.cases]
     assert len({tuple(shape) for shape in ids}) >= 2  # more than one batch/sequence shape
     assert all(shape[1] <= BERT["max_position_embeddings"] for shape in ids)
-    shot(window, shots, "4-parity-checked")
+    screenshot(window, tmp_path, "4-parity-checked")
