@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from PySide6.QtCore import QCoreApplication, QSettings, QThreadPool
@@ -17,6 +18,8 @@ from pytestqt.qtbot import QtBot
 from gui.app import MainWindow
 from gui.gc_guard import collect_on_gui_thread, stop_collecting_on_gui_thread
 from gui.views.inspect import InspectView
+
+W = TypeVar("W", bound=QWidget)
 
 GRACE_MS = 500  # a cancelled job may take a moment to notice the cancel token
 
@@ -103,3 +106,11 @@ def screenshot(widget: QWidget, tmp_path: Path, name: str) -> Path:
     assert widget.grab().save(str(path)), path
     assert path.stat().st_size > 10_000  # a drawn widget, not an empty image
     return path
+
+
+def shown(qtbot: QtBot, widget: W, size: tuple[int, int] = (1280, 800)) -> W:
+    """`widget` shown at the size the panel tests use, closed with the test."""
+    qtbot.addWidget(widget)
+    widget.resize(*size)
+    widget.show()
+    return widget

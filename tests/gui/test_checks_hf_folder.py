@@ -14,7 +14,8 @@ from pytestqt.qtbot import QtBot
 pytest.importorskip("transformers", reason="transformers (the 'hf' extra) is not installed")
 
 from gui.views.checks import ChecksPanel  # noqa: E402
-from tests.fixtures.hf_folders import bert_folder  # noqa: E402
+from tests.fixtures.hf_folders import bert_with_onnx  # noqa: E402
+from tests.gui.conftest import shown  # noqa: E402
 from tests.gui.test_checks_panel import Prompt, run  # noqa: E402
 
 LABEL = "Hugging Face: BertModel (feature-extraction)"
@@ -22,24 +23,12 @@ LABEL = "Hugging Face: BertModel (feature-extraction)"
 
 @pytest.fixture()
 def panel(qtbot: QtBot) -> ChecksPanel:
-    view = ChecksPanel()
-    qtbot.addWidget(view)
-    view.resize(1280, 800)
-    view.show()
-    return view
+    return shown(qtbot, ChecksPanel())
 
 
 @pytest.fixture(scope="module")
 def bert(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A tiny BERT folder and its ONNX export (made by core, as the export panel does)."""
-    from core.export import export
-    from core.hf.model import load_hf_model
-
-    root = tmp_path_factory.mktemp("hf_checks")
-    folder = bert_folder(root / "tiny-bert")
-    hf = load_hf_model(folder)
-    [result] = export(hf.module, hf.specs, ["onnx"], root / "out", hf.export_options(name="bert"))
-    return {"folder": folder, "onnx": Path(result.path)}
+    return bert_with_onnx(tmp_path_factory.mktemp("hf_checks"))
 
 
 def test_a_model_folder_is_listed_by_what_it_runs_as(qtbot: QtBot, panel: ChecksPanel,

@@ -13,8 +13,8 @@ from pytestqt.qtbot import QtBot
 pytest.importorskip("transformers", reason="transformers (the 'hf' extra) is not installed")
 
 from gui.views.checks import ChecksPanel  # noqa: E402
-from tests.fixtures.hf_folders import bert_folder  # noqa: E402
-from tests.gui.conftest import screenshot  # noqa: E402
+from tests.fixtures.hf_folders import bert_with_onnx  # noqa: E402
+from tests.gui.conftest import screenshot, shown  # noqa: E402
 from tests.gui.test_checks_panel import run  # noqa: E402
 
 DAMAGED = "encoder.layer.1.intermediate.dense"  # the module whose weight is scaled
@@ -22,11 +22,7 @@ DAMAGED = "encoder.layer.1.intermediate.dense"  # the module whose weight is sca
 
 @pytest.fixture()
 def panel(qtbot: QtBot) -> ChecksPanel:
-    view = ChecksPanel()
-    qtbot.addWidget(view)
-    view.resize(1280, 900)
-    view.show()
-    return view
+    return shown(qtbot, ChecksPanel(), (1280, 900))
 
 
 def scale_weight_of(src: Path, dst: Path, node_path: str, factor: float) -> str:
@@ -47,16 +43,10 @@ def scale_weight_of(src: Path, dst: Path, node_path: str, factor: float) -> str:
 
 @pytest.fixture(scope="module")
 def bert(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from core.export import export
-    from core.hf.model import load_hf_model
-
     root = tmp_path_factory.mktemp("locate")
-    folder = bert_folder(root / "tiny-bert")
-    hf = load_hf_model(folder)
-    [result] = export(hf.module, hf.specs, ["onnx"], root / "out", hf.export_options(name="bert"))
-    damaged = root / "damaged.onnx"
-    scale_weight_of(Path(result.path), damaged, "/layer.1/intermediate/dense/", 3.0)
-    return {"folder": folder, "onnx": Path(result.path), "damaged": damaged}
+    files = bert_with_onnx(root)
+    scale_weight_of(files["onnx"], root / "damaged.onnx", "/layer.1/intermediate/dense/", 3.0)
+    return {**files, "damaged": root / "damaged.onnx"}
 
 
 def failed_parity(qtbot: QtBot, panel: ChecksPanel, bert: dict[str, Path]) -> None:

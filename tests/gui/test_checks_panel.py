@@ -18,15 +18,12 @@ from gui.models.parity_table import status_color
 from gui.views.checks import ChecksPanel
 from tests.fixtures.check_models import cnn, export_onnx, perturb_initializer
 from tests.fixtures.models import FixtureFiles
+from tests.gui.conftest import shown
 
 
 @pytest.fixture()
 def panel(qtbot: QtBot) -> ChecksPanel:
-    view = ChecksPanel()
-    qtbot.addWidget(view)
-    view.resize(1280, 800)
-    view.show()
-    return view
+    return shown(qtbot, ChecksPanel())
 
 
 class Prompt:

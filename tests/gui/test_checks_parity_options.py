@@ -16,6 +16,7 @@ from gui.views.checks import ChecksPanel
 from gui.views.parity_inputs import parse_tolerances
 from tests.fixtures.check_models import export_onnx, perturb_initializer, two_heads
 from tests.fixtures.export_models import two_input
+from tests.gui.conftest import shown
 from tests.gui.test_checks_panel import run
 
 TOL = COLUMNS.index("atol / rtol")
@@ -23,11 +24,7 @@ TOL = COLUMNS.index("atol / rtol")
 
 @pytest.fixture()
 def panel(qtbot: QtBot) -> ChecksPanel:
-    view = ChecksPanel()
-    qtbot.addWidget(view)
-    view.resize(1280, 800)
-    view.show()
-    return view
+    return shown(qtbot, ChecksPanel())
 
 
 @pytest.fixture(scope="module")

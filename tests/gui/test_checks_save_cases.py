@@ -14,6 +14,7 @@ from pytestqt.qtbot import QtBot
 from gui.models.parity_table import COLUMNS
 from gui.views.checks import ChecksPanel
 from tests.fixtures.check_models import export_onnx, perturb_initializer, two_heads
+from tests.gui.conftest import shown
 from tests.gui.test_checks_panel import run
 
 MAX_ABS = COLUMNS.index("Max abs")
@@ -21,11 +22,7 @@ MAX_ABS = COLUMNS.index("Max abs")
 
 @pytest.fixture()
 def panel(qtbot: QtBot) -> ChecksPanel:
-    view = ChecksPanel()
-    qtbot.addWidget(view)
-    view.resize(1280, 800)
-    view.show()
-    return view
+    return shown(qtbot, ChecksPanel())
 
 
 @pytest.fixture(scope="module")

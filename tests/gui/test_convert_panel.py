@@ -21,7 +21,7 @@ from core.progress import Progress
 from gui.app import MainWindow
 from gui.views.convert import ConvertPanel, Request, convert_request
 from tests.fixtures.models import FixtureFiles
-from tests.gui.conftest import wait_done
+from tests.gui.conftest import shown, wait_done
 
 
 def drop_on(widget: QWidget, paths: list[Path]) -> None:
@@ -38,10 +38,7 @@ def drop_on(widget: QWidget, paths: list[Path]) -> None:
 
 @pytest.fixture()
 def panel(qtbot: QtBot, tmp_path: Path) -> ConvertPanel:
-    widget = ConvertPanel()
-    qtbot.addWidget(widget)
-    widget.resize(1100, 700)
-    widget.show()
+    widget = shown(qtbot, ConvertPanel(), (1100, 700))
     (tmp_path / "out").mkdir()
     widget.out_dir.setText(str(tmp_path / "out"))
     return widget

@@ -14,15 +14,12 @@ from safetensors.torch import load_file, save_file
 
 from gui.views.convert import ConvertPanel
 from gui.views.convert_precision import COLUMNS
-from tests.gui.conftest import screenshot
+from tests.gui.conftest import screenshot, shown
 
 
 @pytest.fixture()
 def panel(qtbot: QtBot, tmp_path: Path) -> ConvertPanel:
-    widget = ConvertPanel()
-    qtbot.addWidget(widget)
-    widget.resize(1100, 760)
-    widget.show()
+    widget = shown(qtbot, ConvertPanel(), (1100, 760))
     (tmp_path / "out").mkdir()
     widget.out_dir.setText(str(tmp_path / "out"))
     return widget

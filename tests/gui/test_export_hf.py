@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QApplication, QScrollArea
 from pytestqt.qtbot import QtBot
 
 from gui.views.export import ExportPanel
+from tests.gui.conftest import shown
 from tests.gui.test_export_panel import run
 
 pytest.importorskip("transformers", reason="Hugging Face folders need transformers")
@@ -23,11 +24,19 @@ DESCRIBE_MS = 60_000  # the first description imports torch and transformers
 
 @pytest.fixture()
 def panel(qtbot: QtBot) -> ExportPanel:
-    view = ExportPanel()
-    qtbot.addWidget(view)
-    view.resize(1280, 800)
-    view.show()
-    return view
+    return shown(qtbot, ExportPanel())
+
+
+def export_onnx(qtbot: QtBot, panel: ExportPanel, tmp_path: Path, *, strict: bool = True) -> Path:
+    """Export ONNX only into tmp_path/out; the folder, once the export is done."""
+    out = tmp_path / "out"
+    out.mkdir()
+    panel.out_dir.set_text(str(out))
+    panel.torchscript.setChecked(False)
+    panel.non_strict.setChecked(not strict)
+    assert run(qtbot, panel, panel.export_button.click, timeout=120_000) == "done", \
+        panel.banner.message()
+    return out
 
 
 def described(qtbot: QtBot, panel: ExportPanel, path: Path) -> None:
@@ -60,12 +69,7 @@ def test_a_folder_is_preselected_and_exports_with_its_real_inputs(qtbot: QtBot, 
     assert [s.name for s in panel.spec.specs()] == ["input_ids", "attention_mask", "token_type_ids"]
     assert "input_ids: int64[batch" in panel.spec.text()
     assert panel.name.text() == "tiny-bert"
-    out = tmp_path / "out"
-    out.mkdir()
-    panel.out_dir.set_text(str(out))
-    panel.torchscript.setChecked(False)
-    assert run(qtbot, panel, panel.export_button.click, timeout=120_000) == "done", \
-        panel.banner.message()
+    out = export_onnx(qtbot, panel, tmp_path)
     # strict load: the stale position_ids buffer is forgiven by BertModel's own rules
     assert panel.report_title.text().startswith("✓ The weights fit the model")
     [result] = panel.results
@@ -86,13 +90,7 @@ def test_the_task_is_selectable(qtbot: QtBot, panel: ExportPanel, tmp_path: Path
         panel.hf.task.activated.emit(panel.hf.task.currentIndex())
     assert panel.hf.title.text() == \
         "Hugging Face: BertForSequenceClassification (text-classification)"
-    out = tmp_path / "out"
-    out.mkdir()
-    panel.out_dir.set_text(str(out))
-    panel.torchscript.setChecked(False)
-    panel.non_strict.setChecked(True)  # the base model's weights have no classifier head
-    assert run(qtbot, panel, panel.export_button.click, timeout=120_000) == "done", \
-        panel.banner.message()
+    out = export_onnx(qtbot, panel, tmp_path, strict=False)  # the base weights have no classifier head
     assert panel.report_title.text().startswith("⚠ The weights do not fully fit")
     assert onnx_io(out / "tiny-bert.onnx")[1] == ["logits"]
 
@@ -162,12 +160,7 @@ def test_a_sentence_transformers_folder_can_pool_in_the_graph(qtbot: QtBot, pane
     assert panel.hf.tokenizer.isVisible()
     assert_fits(panel)
     panel.preprocess.setChecked(False)
-    out = tmp_path / "out"
-    out.mkdir()
-    panel.out_dir.set_text(str(out))
-    panel.torchscript.setChecked(False)
-    assert run(qtbot, panel, panel.export_button.click, timeout=120_000) == "done", \
-        panel.banner.message()
+    out = export_onnx(qtbot, panel, tmp_path)
     path = out / "tiny-st.onnx"
     assert onnx_io(path) == (["input_ids", "attention_mask", "token_type_ids"], ["sentence_embedding"])
     ids = np.random.default_rng(0).integers(0, 120, (2, 7), dtype=np.int64)
@@ -197,12 +190,7 @@ def test_the_tokenizer_is_recorded_by_reference(qtbot: QtBot, panel: ExportPanel
     described(qtbot, panel, folder)
     assert panel.hf.tokenizer.isVisible() and panel.hf.tokenizer.isChecked()
     assert panel.hf.tokenizer.toolTip() == "By reference, with the hashes of vocab.txt"
-    out = tmp_path / "out"
-    out.mkdir()
-    panel.out_dir.set_text(str(out))
-    panel.torchscript.setChecked(False)
-    assert run(qtbot, panel, panel.export_button.click, timeout=120_000) == "done", \
-        panel.banner.message()
+    out = export_onnx(qtbot, panel, tmp_path)
     model = onnx.load(str(out / "tiny-bert.onnx"), load_external_data=False)
     spec = from_json({p.key: p.value for p in model.metadata_props}[METADATA_KEY])
     assert spec.kind == "text" and spec.tokenizer == "tiny-bert" and not spec.baked

@@ -14,17 +14,14 @@ from gui.models.parity_table import status_color
 from gui.views.export import ExportPanel
 from tests.fixtures.export_models import SPECS, mlp
 from tests.fixtures.models import FixtureFiles
+from tests.gui.conftest import shown
 
 SOURCE = "tests.fixtures.export_models:mlp"
 
 
 @pytest.fixture()
 def panel(qtbot: QtBot) -> ExportPanel:
-    view = ExportPanel()
-    qtbot.addWidget(view)
-    view.resize(1280, 800)
-    view.show()
-    return view
+    return shown(qtbot, ExportPanel())
 
 
 def prepare(panel: ExportPanel, tmp_path: Path) -> Path:

@@ -18,7 +18,7 @@ from core.inputs.preprocess import METADATA_KEY, from_json, parse_preprocess
 from gui.views.export import ExportPanel
 from gui.views.inspect import InspectView
 from tests.fixtures.export_models import SPECS, cnn
-from tests.gui.conftest import wait_done
+from tests.gui.conftest import shown, wait_done
 from tests.gui.test_export_panel import run
 
 SOURCE = "tests.fixtures.export_models:cnn"
@@ -28,11 +28,7 @@ IMAGENET_TEXT = ("image: scale 1/255, mean 0.485,0.456,0.406, std 0.229,0.224,0.
 
 @pytest.fixture()
 def panel(qtbot: QtBot) -> ExportPanel:
-    view = ExportPanel()
-    qtbot.addWidget(view)
-    view.resize(1280, 900)
-    view.show()
-    return view
+    return shown(qtbot, ExportPanel(), (1280, 900))
 
 
 def fill_imagenet_nhwc_uint8(panel: ExportPanel) -> None:
