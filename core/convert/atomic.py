@@ -24,9 +24,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import platform
 import re
 import secrets
-import socket
 import stat
 import zlib
 from collections.abc import Iterable, Iterator
@@ -153,7 +153,7 @@ class Staging:
 
 def host_tag() -> str:
     """8 hex digits naming this machine in temp names (see the module docstring)."""
-    return f"{zlib.crc32(socket.gethostname().encode('utf-8', 'replace')):08x}"
+    return f"{zlib.crc32(platform.node().encode('utf-8', 'replace')):08x}"
 
 
 def remove_stale_temps(folder: Path) -> list[Path]:

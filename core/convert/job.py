@@ -38,7 +38,8 @@ class Job:
         paths |= {t.storage.path for t in self.checkpoint.all_tensors() if t.storage is not None}
         return sorted(paths)
 
-    def metadata(self, sha256: str | None = None) -> dict[str, str]:
-        """The output metadata; without `sha256`, with the placeholder a writer patches later."""
+    def metadata(self, digest: str | None = None) -> dict[str, str]:
+        """The output metadata; without the source's `digest`, with the placeholder a writer
+        patches later."""
         return build_metadata(self.checkpoint, self.plan, self.options,
-                              sha256 or self.hasher.placeholder)
+                              digest or self.hasher.placeholder, self.hasher.algorithm)

@@ -1,12 +1,13 @@
-"""The `__metadata__` a converted safetensors file carries, and the source file's sha256.
+"""The `__metadata__` a converted safetensors file carries, and the source file's hash.
 
 Keys written: `format` ("pt"), the source's non-tensor values (epoch, versions, hyper-parameters)
 as strings (JSON for anything that is not already text), `checkpoint_studio` (a JSON record: app
-version, source name/format/sha256, transforms) and, when tied tensors were written once,
-`checkpoint_studio.aliases` (JSON {alias: written name}; the safetensors reader restores them), and
-`checkpoint_studio.preprocess` when the source records its preprocessing (core.inputs.preprocess).
+version, source name/format, `source_blake3` or `source_sha256`, transforms) and, when tied
+tensors were written once, `checkpoint_studio.aliases` (JSON {alias: written name}; the
+safetensors reader restores them), and `checkpoint_studio.preprocess` when the source records
+its preprocessing (core.inputs.preprocess).
 
-The source sha256 is computed in a background thread while the tensors stream (see hashing.py);
+The source hash is computed in a background thread while the tensors stream (see hashing.py);
 writers put the hasher's placeholder in the header and patch the real digest in before the file
 is moved into place. For a sharded source the digest is of its index file.
 """
@@ -28,8 +29,9 @@ _SKIP = {"format", "total_size", "shards", RECORD_KEY, ALIASES_KEY}
 
 
 def build_metadata(checkpoint: Checkpoint, plan: Plan, options: ConvertOptions,
-                   sha256: str) -> dict[str, str]:
-    """The string-only metadata for the output (`sha256` may be a placeholder to patch later)."""
+                   digest: str, algorithm: str) -> dict[str, str]:
+    """The string-only metadata for the output (`digest`, the source's `algorithm` hash, may be a
+    placeholder to patch later)."""
     out: dict[str, str] = {"format": "pt"}
     for key, value in source_values(checkpoint, plan).items():
         out.setdefault(key, _text(value))
@@ -38,14 +40,21 @@ def build_metadata(checkpoint: Checkpoint, plan: Plan, options: ConvertOptions,
     recorded = find_recorded(checkpoint.metadata)  # a TorchScript/.pt2/ONNX source's preprocessing
     if recorded is not None:
         out[METADATA_KEY] = recorded.to_json()
-    out[RECORD_KEY] = json.dumps(record(checkpoint, options, sha256))
+    out[RECORD_KEY] = json.dumps(record(checkpoint, options, digest, algorithm))
     return out
 
 
-def record(checkpoint: Checkpoint, options: ConvertOptions, sha256: str) -> dict[str, Any]:
+def record(checkpoint: Checkpoint, options: ConvertOptions, digest: str,
+           algorithm: str) -> dict[str, Any]:
     return {"version": __version__, "source": checkpoint.path.name,
-            "source_format": checkpoint.format, "source_sha256": sha256,
+            "source_format": checkpoint.format, f"source_{algorithm}": digest,
             "transforms": options.describe()}
+
+
+def recorded_digest(record_text: str) -> str:
+    """The source hash in a `checkpoint_studio` record ("" when there is none)."""
+    found = json.loads(record_text) if record_text else {}
+    return next((found[key] for key in ("source_blake3", "source_sha256") if key in found), "")
 
 
 def source_values(checkpoint: Checkpoint, plan: Plan) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from core.convert.atomic import Staging
 from core.convert.job import Job
+from core.convert.metadata import RECORD_KEY, recorded_digest
 from core.convert.stream import Meter, SourceReader, write_all
 from core.convert.transforms import Item
 from core.convert.verify import Written, compare, read_back, verify_header
@@ -68,7 +69,7 @@ def header_bytes(items: list[Item], metadata: dict[str, str]) -> bytes:
 
 @dataclass
 class Staged:
-    """A temp file whose tensors are written; its header still holds the sha256 placeholder."""
+    """A temp file whose tensors are written; its header still holds the source hash placeholder."""
 
     path: Path
     written: list[Written]
@@ -96,7 +97,7 @@ def write_file(path: Path, items: list[Item], metadata: dict[str, str], reader: 
 
 
 def verify_and_finish(stage: Staging, files: list[Staged], job: Job) -> None:
-    """Read every file back and check its bytes, then put the source sha256 in the headers,
+    """Read every file back and check its bytes, then put the source hash in the headers,
     fsync once, and have the library check each header.
 
     The bytes are read back from the page cache while the source hash may still be running;
@@ -114,13 +115,12 @@ def verify_and_finish(stage: Staging, files: list[Staged], job: Job) -> None:
 
 
 def _placeholder_at(head: bytes, metadata: dict[str, str]) -> int:
-    record = metadata.get("checkpoint_studio", "")
-    token = json.loads(record).get("source_sha256", "") if record else ""
+    token = recorded_digest(metadata.get(RECORD_KEY, ""))
     return 8 + head.index(token.encode()) if token else -1
 
 
 def patch(path: Path, at: int, digest: str) -> None:
-    """Write the source sha256 over its placeholder (same length, so the header keeps its size)."""
+    """Write the source hash over its placeholder (same length, so the header keeps its size)."""
     if at < 0:
         return
     with open(path, "r+b") as f:

@@ -41,6 +41,7 @@ class ConvertOptions:
     rename: tuple[str, ...] = ()  # "regex=>replacement"
     keep: tuple[str, ...] = ()  # globs on source names; empty = keep all
     drop: tuple[str, ...] = ()  # globs on source names
+    hf_names: bool = False  # GGUF: llama.cpp tensor names back to Hugging Face names first
 
     def describe(self) -> list[str]:
         """The transforms applied, in words short enough for file metadata."""
@@ -51,6 +52,7 @@ class ConvertOptions:
         out += [f"add-prefix={self.add_prefix}"] if self.add_prefix else []
         out += [f"rename={r}" for r in self.rename]
         out += [f"keep={g}" for g in self.keep] + [f"drop={g}" for g in self.drop]
+        out += ["hf-names"] if self.hf_names else []
         return out
 
 
@@ -100,7 +102,9 @@ def build_plan(checkpoint: Checkpoint, options: ConvertOptions) -> Plan:
             plan.dropped.append(name)
         else:
             kept[name] = info
-    renamed, plan.notes = _rename_all(list(kept), options)
+    start, plan.notes, sources = _hf_names(checkpoint, list(kept), options)
+    renamed, notes = _rename_all(list(kept), options, start)
+    plan.notes += notes
     plan.notes += [f"The drop rule '{g}' matched no tensor name; nothing was left out by it."
                    for g in options.drop if not any(fnmatch.fnmatchcase(n, g) for n in tensors)]
     plan.renamed = {old: new for old, new in renamed.items() if old != new}
@@ -117,7 +121,7 @@ def build_plan(checkpoint: Checkpoint, options: ConvertOptions) -> Plan:
         dtype = target if target and info.dtype in CASTABLE else info.dtype
         if dtype != info.dtype:
             plan.dtype_changes[new] = [info.dtype, dtype]
-        plan.items.append(Item(new, replace(info, name=old), dtype))
+        plan.items.append(Item(new, replace(sources.get(old, info), name=old), dtype))
     if not plan.items:
         raise CheckpointError("Nothing is left to write: the keep/drop rules removed every tensor.")
     _refuse_expansion(plan)
@@ -194,14 +198,25 @@ def _filtered_out(name: str, options: ConvertOptions) -> bool:
     return any(fnmatch.fnmatchcase(name, g) for g in options.drop)
 
 
-def _rename_all(names: list[str], options: ConvertOptions) -> tuple[dict[str, str], list[str]]:
-    """{old name: new name}, and a note for each prefix or rule that changed no name."""
+def _hf_names(checkpoint: Checkpoint, names: list[str], options: ConvertOptions
+              ) -> tuple[dict[str, str], list[str], dict[str, TensorInfo]]:
+    if not options.hf_names:
+        return {}, [], {}
+    from core.formats.gguf_names import hf_names
+
+    return hf_names(checkpoint, names)
+
+
+def _rename_all(names: list[str], options: ConvertOptions,
+                start: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """{old name: new name}, and a note for each prefix or rule that changed no name; renaming
+    begins from `start`'s name for a tensor where it has one."""
     rules = [_parse_rule(r) for r in options.rename]
     out: dict[str, str] = {}
     seen: dict[str, str] = {}
     used: set[str] = set()
     for old in names:
-        new = old
+        new = start.get(old, old)
         for prefix in options.strip_prefix:
             if prefix and new.startswith(prefix):
                 new = new[len(prefix):]

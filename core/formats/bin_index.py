@@ -40,8 +40,12 @@ def read_shard(path: Path, shard: str) -> tuple[dict[str, TensorInfo], list[Find
     if kind == SAFETENSORS:
         tensors, _, findings = safetensors.read_and_scan(path)
         return tensors, [replace(f, where=f"{shard}: {f.where}") for f in findings], kind
-    tree, findings, _ = (torch_zip.load_tree(open_archive(path)) if _is_zip(path)
-                         else torch_legacy.load_tree(path))
+    try:
+        tree, findings, _ = (torch_zip.load_tree(open_archive(path)) if _is_zip(path)
+                             else torch_legacy.load_tree(path))
+    except CorruptFile as exc:  # name the shard: the user opened the index or its folder
+        raise CorruptFile(f"The shard '{shard}' is damaged or incomplete, so this checkpoint cannot "
+                          "be opened.", f"{exc.message} {exc.details or ''}".strip()) from None
     if not isinstance(tree, dict):
         raise CorruptFile(f"The shard '{shard}' does not hold a dictionary of tensors.",
                           f"{path}: top-level value is a {type(tree).__name__}")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import CheckpointError, CorruptFile, UnsupportedFormat
-from core.model import Checkpoint, Storage, TensorInfo
+from core.model import Checkpoint, Finding, Storage, TensorInfo
 from core.tensor_io import DECODERS, read_range
 
 FORMAT = "gguf"
@@ -44,6 +44,7 @@ def open(path: Path) -> Checkpoint:  # noqa: A001 - the reader interface
 
     gguf = _gguf()
     path = Path(path)
+    _check_version(path, gguf)
     try:
         reader = gguf.GGUFReader(path, "r")
         tensors, types = _tensors(path, reader, gguf)
@@ -55,8 +56,31 @@ def open(path: Path) -> Checkpoint:  # noqa: A001 - the reader interface
         raise CorruptFile("This GGUF file is damaged or truncated: its header or tensor list "
                           "cannot be read.", f"{type(exc).__name__}: {exc}") from None
     sections, weights = build_sections(tensors)
+    findings = [] if tensors else [_no_tensors(metadata)]
     return Checkpoint(path=path, format=FORMAT, sections=sections, weights=weights,
-                      metadata=metadata)
+                      metadata=metadata, findings=findings)
+
+
+def _no_tensors(metadata: dict[str, Any]) -> Finding:
+    keys = len(metadata["kv"]) + len(metadata["hyperparameters"])
+    vocabulary = any(k.startswith("tokenizer.") for k in metadata["kv"])
+    kind = " (a vocabulary-only file, as llama.cpp's tokenizer tools use)" if vocabulary else ""
+    return Finding(kind="no-tensors", name="tensors", severity="info", blocks_weights_only=False,
+                   message=f"This GGUF file holds no weights: it has only metadata, {keys} "
+                           f"key(s){kind}.")
+
+
+def _check_version(path: Path, gguf: Any) -> None:
+    with path.open("rb") as f:
+        head = f.read(8)
+    if len(head) < 8:
+        raise CorruptFile("This GGUF file is truncated: it ends inside its header.")
+    version = int.from_bytes(head[4:], "little")
+    if version & 0xFFFF == 0:  # a big-endian file
+        version = int.from_bytes(head[4:], "big")
+    if version > gguf.GGUF_VERSION:
+        raise UnsupportedFormat(f"This GGUF file is version {version}, newer than the installed "
+                                f"'gguf' package reads (up to {gguf.GGUF_VERSION}); try a newer gguf.")
 
 
 def _tensors(path: Path, reader: Any, gguf: Any) -> tuple[dict[str, TensorInfo], Counter[str]]:

@@ -27,7 +27,6 @@ from core.formats.pickle_ops import tensor_info as checked_tensor_info
 from core.formats.torch_zip import parse_storage_id
 from core.formats.zip_archive import ZipArchive, is_zip, open_archive
 from core.formats.zip_archive import first_entry_name as first_entry
-from core.inputs.preprocess import read_extra
 from core.model import BUFFER, PARAMETER, Checkpoint, Finding, Storage, TensorInfo
 
 FORMAT = "pt2"
@@ -80,7 +79,7 @@ def open(path: Path) -> Checkpoint:
         programs[name] = program_summary(program)
     sections, weights = build_sections({k: v for k, v in tree.items() if v})
     metadata = {"pt2": {"archive_version": _text(archive, "archive_version"),
-                        "programs": programs}, **read_extra(archive)}
+                        "programs": programs}, **_preprocessing(archive)}
     return Checkpoint(path=path, format=FORMAT, sections=sections, weights=weights,
                       metadata=metadata, findings=findings)
 
@@ -270,3 +269,9 @@ def _dim(size: dict[str, Any]) -> int | str:
         return size["as_int"]
     expr = size.get("as_expr", {}).get("expr_str", "?")
     return _SYMBOL.sub(r"\1", str(expr))
+
+
+def _preprocessing(archive: ZipArchive) -> dict[str, Any]:
+    from core.inputs.preprocess import read_extra  # only for this file type: keeps import time low
+
+    return read_extra(archive)

@@ -22,7 +22,6 @@ model's layers are in core.inputs (which also re-exports everything public here)
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -231,6 +230,8 @@ def _parse_dim(p: _Parser) -> Dim:
 def _dtype(text: str, p: _Parser, pos: int) -> str:
     dtype = ALIASES.get(text.lower(), text.lower())
     if dtype not in DTYPES:
+        import difflib
+
         close = difflib.get_close_matches(dtype, DTYPES, n=1)
         hint = f"did you mean {close[0]}? " if close else ""
         p.fail(f"'{text}' is not a dtype ({hint}use one of {', '.join(DTYPES)})", pos)

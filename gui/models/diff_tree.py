@@ -12,6 +12,7 @@ from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelInde
 
 from core.diff.structure import DTYPE, ONLY_A, ONLY_B, SAME, SHAPE, DiffResult, KeyDiff, gc_paused
 from core.diff.values import CLOSE, DIFFERENT
+from gui.models.columns import TitledColumns
 from gui.models.diff_table import STATUS_RGB, VALUE_RGB, VALUE_TEXT, status_texts, tint
 from gui.models.module_tree import children_first
 
@@ -104,7 +105,10 @@ def _largest(changes: list[float | None]) -> float | None:
     return max(finite) if finite else (known[0] if known else None)
 
 
-class DiffTreeModel(QAbstractItemModel):
+class DiffTreeModel(TitledColumns, QAbstractItemModel):
+    COLUMNS = COLUMNS
+    TREE = True
+
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
         self.root = DiffNode("", None, 0)
@@ -152,14 +156,6 @@ class DiffTreeModel(QAbstractItemModel):
     def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() and parent.column() != 0 else len(self.node(parent).children)
 
-    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return len(COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation,
-                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return COLUMNS[section]
-        return None
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():

@@ -11,6 +11,7 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelInd
 from PySide6.QtWidgets import QApplication
 
 from core.report import human_bytes
+from gui.models.columns import TitledColumns
 from gui.models.parity_table import status_color
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,7 +39,9 @@ def planned_rows(targets: list[str], quantize: bool) -> list[tuple[str, int]]:
     return rows
 
 
-class ExportResultsModel(QAbstractTableModel):
+class ExportResultsModel(TitledColumns, QAbstractTableModel):
+    COLUMNS = COLUMNS
+
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
         self.results: list[ExportResult] = []
@@ -88,14 +91,6 @@ class ExportResultsModel(QAbstractTableModel):
     def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(self.results or self._plan)
 
-    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation,
-                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return COLUMNS[section]
-        return None
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():

@@ -18,6 +18,7 @@ from core.diff.structure import gc_paused
 from core.dtypes import ITEMSIZE
 from core.model import BUFFER, TensorInfo
 from core.report import human_bytes, human_count, shape_text
+from gui.models.columns import TitledColumns
 from gui.models.tensor_table import name_matcher
 
 COLUMNS = ("Name", "Tensors", "Parameters", "Size", "Shape", "Dtype")
@@ -125,9 +126,15 @@ def _subtotal(root: Node) -> None:
             node.tensors += c.tensors
 
 
-class ModuleTreeModel(QAbstractItemModel):
+class ModuleTreeModel(TitledColumns, QAbstractItemModel):
     """The tree of one section's tensors; `set_filter` rebuilds it from the matching names only,
     so subtotals then describe what is shown."""
+
+    COLUMNS = COLUMNS
+    TREE = True
+
+    def header_alignment(self, section: int) -> Any:
+        return _alignment(section)
 
     def __init__(self, tensors: list[TensorInfo] | None = None, parent: Any = None) -> None:
         super().__init__(parent)
@@ -186,19 +193,8 @@ class ModuleTreeModel(QAbstractItemModel):
             return 0
         return len(self.node(parent).children)
 
-    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return len(COLUMNS)
-
     def hasChildren(self, parent: _Index = QModelIndex()) -> bool:  # noqa: B008
         return self.rowCount(parent) > 0
-
-    def headerData(self, section: int, orientation: Qt.Orientation,
-                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return COLUMNS[section]
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.TextAlignmentRole:
-            return _alignment(section)
-        return None
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():

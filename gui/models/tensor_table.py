@@ -18,6 +18,7 @@ from core.dtypes import ITEMSIZE
 from core.inspect import name_matcher as name_matcher  # one filter rule for the CLI and the app
 from core.model import BUFFER, TensorInfo
 from core.report import human_bytes, shape_text
+from gui.models.columns import TitledColumns
 
 COLUMNS = ("Name", "Shape", "Dtype", "Size", "Role")
 NAME, SHAPE, DTYPE, SIZE, ROLE = range(len(COLUMNS))
@@ -31,7 +32,12 @@ def natural_key(name: str) -> tuple[Any, ...]:
     return tuple(int(p) if p.isdigit() else p for p in _DIGITS.split(name))
 
 
-class TensorTableModel(QAbstractTableModel):
+class TensorTableModel(TitledColumns, QAbstractTableModel):
+    COLUMNS = COLUMNS
+
+    def header_alignment(self, section: int) -> Any:
+        return _alignment(section)
+
     def __init__(self, tensors: list[TensorInfo] | None = None, parent: Any = None) -> None:
         super().__init__(parent)
         self._tensors: list[TensorInfo] = []
@@ -78,10 +84,17 @@ class TensorTableModel(QAbstractTableModel):
         if self._order is None:
             indices = range(len(self._tensors))
             key = self._sort_key(column)
+            if key is None and self._alphabetical():
+                # such a file (safetensors) keeps no model order: 'layer.2' before 'layer.11'
+                key = self._sort_key(NAME)
             self._order = list(indices) if key is None else sorted(indices, key=key)
             if key is not None and order == Qt.SortOrder.DescendingOrder:
                 self._order.reverse()
         return self._order
+
+    def _alphabetical(self) -> bool:
+        names = [t.name for t in self._tensors]
+        return all(a <= b for a, b in zip(names, names[1:], strict=False))
 
     def _sort_key(self, column: int) -> Callable[[int], Any] | None:
         t = self._tensors
@@ -98,16 +111,6 @@ class TensorTableModel(QAbstractTableModel):
     def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
         return 0 if parent.isValid() else len(self._rows)
 
-    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation,
-                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return COLUMNS[section]
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.TextAlignmentRole:
-            return _alignment(section)
-        return None
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():

@@ -106,7 +106,7 @@ class ConvertPanel(QWidget):
         self.strip_training, self.strip_prefix, self.add_prefix = (f.strip_training, f.strip_prefix,
                                                                    f.add_prefix)
         self.renames, self.keep, self.drop, self.out_dir = f.renames, f.keep, f.drop, f.out_dir
-        self.overwrite, self.convert_button = f.overwrite, f.convert_button
+        self.overwrite, self.convert_button, self.sha256 = f.overwrite, f.convert_button, f.sha256
         return f
 
     def _results_box(self) -> QGroupBox:

@@ -151,11 +151,21 @@ class DiffInsight(QWidget):
         x = event.pos().x() if event is not None else points[0].pos().x()
         nearest = min(points, key=lambda p: abs(p.pos().x() - x))
         self.key_selected.emit(self.keys[int(nearest.data())].name)
+        self._reveal_current_row()
 
     def _on_tree_current(self, current: QModelIndex, _previous: QModelIndex) -> None:
         key = current.data(diff_tree.KEY_ROLE) if current.isValid() else None
         if key is not None:
             self.key_selected.emit(key.name)
+            self._reveal_current_row()
+
+    def _reveal_current_row(self) -> None:
+        """Scroll the key table to the row just selected. Selecting it may have cleared the filters,
+        and the table lays out its new rows only later: until then it cannot scroll that far."""
+        table = self._table
+        if table is not None and table.currentIndex().isValid():
+            table.doItemsLayout()
+            table.scrollTo(table.currentIndex(), QAbstractItemView.ScrollHint.PositionAtCenter)
 
     def show_row(self, current: QModelIndex, _previous: QModelIndex) -> None:
         """The key table's current row changed."""

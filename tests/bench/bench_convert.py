@@ -12,8 +12,10 @@ the durable copy's median. CPU s is the median of user + system time (all thread
 machine shared with other work it shows what each command costs when wall times are noisy.
 All rows read the same cached source file:
 - durable copy: shutil.copyfile, then fsync (the floor for writing those bytes safely);
-- convert: core.convert.convert(..., "safetensors"), fsync + verification + source sha256 included;
-- convert bf16: the same with every float tensor cast to bfloat16 (half the bytes written);
+- convert: core.convert.convert(..., "safetensors"), fsync + verification + the source's BLAKE3
+  (what identifies it in the output's metadata) included;
+- convert sha256: the same, the source identified by its sha256 instead (`--source-sha256`);
+- convert bf16: the same as convert with every float tensor cast to bfloat16 (half the bytes written);
 - convert sharded: "safetensors-sharded" with 300 MB shards (5 shards + index for 1.24 GB);
 - torch.load + save_file: what people do by hand (no fsync, no verification; --no-torch skips).
 """
@@ -40,7 +42,7 @@ COPY = ("import os, shutil, sys\n"
         "fd = os.open(sys.argv[2], os.O_RDONLY)\nos.fsync(fd)\nos.close(fd)\n")
 CONVERT = ("import sys\nfrom core.convert import ConvertOptions, convert\n"
            "convert(sys.argv[1], sys.argv[2], {target!r}, ConvertOptions(dtype={dtype!r}),\n"
-           "        max_shard_size={shard!r})\n")
+           "        max_shard_size={shard!r}, source_hash={hash!r})\n")
 LOAD_SAVE = ("import sys, torch\nfrom safetensors.torch import save_file\n"
              "save_file(torch.load(sys.argv[1], weights_only=True), sys.argv[2])\n")
 TARGET_RATIO = {"convert": 1.2, "convert bf16": 1.3, "convert sharded": 1.2}
@@ -49,15 +51,20 @@ TARGET_RSS_MB = 300
 
 def rows_for(out: Path, with_torch: bool) -> list[tuple[str, str, Path]]:
     rows = [("durable copy", COPY, out / "copy.pt"),
-            ("convert", CONVERT.format(target="safetensors", dtype=None, shard=None),
-             out / "ours.safetensors"),
-            ("convert bf16", CONVERT.format(target="safetensors", dtype="bf16", shard=None),
-             out / "ours-bf16.safetensors"),
-            ("convert sharded", CONVERT.format(target="safetensors-sharded", dtype=None,
-                                               shard=300 * 10**6), out / "ours-sharded")]
+            ("convert", convert_code("safetensors"), out / "ours.safetensors"),
+            ("convert sha256", convert_code("safetensors", source_hash="sha256"),
+             out / "ours-sha256.safetensors"),
+            ("convert bf16", convert_code("safetensors", dtype="bf16"), out / "ours-bf16.safetensors"),
+            ("convert sharded", convert_code("safetensors-sharded", shard=300 * 10**6),
+             out / "ours-sharded")]
     if with_torch:
         rows.append(("torch.load + save_file", LOAD_SAVE, out / "theirs.safetensors"))
     return rows
+
+
+def convert_code(target: str, dtype: str | None = None, shard: int | None = None,
+                 source_hash: str = "blake3") -> str:
+    return CONVERT.format(target=target, dtype=dtype, shard=shard, hash=source_hash)
 
 
 def run_child(argv: list[str]) -> tuple[float, float, float]:

@@ -6,6 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import blake3
 import pytest
 import torch
 from safetensors import safe_open
@@ -181,9 +182,24 @@ def test_lightning_prefix_strip_and_metadata(files, tmp_path):
     assert meta["format"] == "pt" and meta["epoch"] == "5" and meta["global_step"] == "1200"
     assert json.loads(meta["hyper_parameters"]) == {"lr": 0.001, "layers": [4, 8]}
     record = json.loads(meta["checkpoint_studio"])
-    assert record["source_sha256"] == hashlib.sha256(files["lightning"].read_bytes()).hexdigest()
+    assert record["source_blake3"] == blake3.blake3(files["lightning"].read_bytes()).hexdigest()
+    assert "source_sha256" not in record
     assert "strip-prefix=model." in record["transforms"]
-    assert result.source_sha256 == record["source_sha256"]
+    assert result.source_hash == {"algorithm": "blake3", "digest": record["source_blake3"]}
+
+
+def test_the_source_can_be_identified_by_its_sha256(files, tmp_path):
+    """The hash the Hugging Face Hub shows for a file, when asked for; an unknown one is refused."""
+    dest = tmp_path / "plain.safetensors"
+    result = convert(files["lightning"], dest, source_hash="sha256")
+    with safe_open(dest, framework="pt") as f:
+        record = json.loads(f.metadata()["checkpoint_studio"])
+    expected = hashlib.sha256(files["lightning"].read_bytes()).hexdigest()
+    assert record["source_sha256"] == expected and "source_blake3" not in record
+    assert result.source_hash == {"algorithm": "sha256", "digest": expected}
+    with pytest.raises(CheckpointError, match="'md5' is not a way to identify the source"):
+        convert(files["lightning"], tmp_path / "other.safetensors", source_hash="md5")
+    assert not (tmp_path / "other.safetensors").exists()
 
 
 def test_training_checkpoint_to_weights_only(files, tmp_path):

@@ -6,6 +6,7 @@ import hashlib
 import os
 import time
 
+import blake3
 import pytest
 
 from core.convert.checksums import checksum
@@ -29,13 +30,15 @@ def test_ranges_behind_the_pass_are_caught_up(tmp_path):
     assert running.digests() == {k: checksum(DATA[a:b]) for k, (a, b) in RANGES.items()}
 
 
-def test_ranges_named_after_the_pass_ended(tmp_path):
+@pytest.mark.parametrize(("algorithm", "reference"), [("blake3", lambda data: blake3.blake3(data)),
+                                                      ("sha256", hashlib.sha256)])
+def test_ranges_named_after_the_pass_ended(tmp_path, algorithm, reference):
     path = tmp_path / "src.bin"
     path.write_bytes(DATA)
-    hasher = SourceHasher(path)
+    hasher = SourceHasher(path, algorithm=algorithm)
     time.sleep(0.5)  # 3 MB: read by now, the pass waits for its ranges (mid-pass works the same)
     hasher.watch(RANGES)
-    assert hasher.digest() == hashlib.sha256(DATA).hexdigest()
+    assert hasher.digest() == reference(DATA).hexdigest()
     assert hasher.checksums() == {k: checksum(DATA[a:b]) for k, (a, b) in RANGES.items()}
     hasher.stop()
 

@@ -21,7 +21,7 @@ def dest_for(tmp_path: Path, target: str) -> Path:
 
 
 def no_hasher_left() -> bool:
-    return not any(t.name == "source-sha256" and t.is_alive() for t in threading.enumerate())
+    return not any(t.name == "source-hash" and t.is_alive() for t in threading.enumerate())
 
 
 @pytest.mark.parametrize("target", list(TARGETS))

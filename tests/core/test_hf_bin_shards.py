@@ -141,6 +141,7 @@ def test_a_truncated_shard_is_one_sentence(tmp_path):
     with pytest.raises(CheckpointError) as caught:
         open_checkpoint(index)
     assert "\n" not in caught.value.message and caught.value.message.endswith(".")
+    assert f"'{shard.name}'" in caught.value.message  # the user opened the index: name the shard
 
 
 def test_a_missing_shard_is_named(tmp_path):
@@ -148,4 +149,25 @@ def test_a_missing_shard_is_named(tmp_path):
     shard = json.loads(index.read_text())["weight_map"]["pooler.dense.weight"]
     (tmp_path / "m" / shard).unlink()
     with pytest.raises(CheckpointError, match=f"The shard '{shard}' is missing"):
+        open_checkpoint(index)
+
+
+def test_the_folder_and_the_index_path_open_the_same_checkpoint(tmp_path):
+    index = write_bin_shards(tmp_path / "m", tiny_state_dict())
+    (tmp_path / "m" / "config.json").write_text('{"model_type": "bert"}')
+    by_index, by_folder = open_checkpoint(index), open_checkpoint(tmp_path / "m")
+    assert by_folder.format == by_index.format == "torch-sharded"
+    names = {t.name for t in by_index.all_tensors()}
+    assert names == {t.name for t in by_folder.all_tensors()} == set(tiny_state_dict())
+    for name, tensor in loaded_shards(tmp_path / "m").items():
+        assert torch.equal(by_folder.read(name), tensor)
+
+
+def test_an_index_that_lies_about_a_shard_is_one_sentence(tmp_path):
+    index = write_bin_shards(tmp_path / "m", tiny_state_dict())
+    listed = json.loads(index.read_text())
+    shard = listed["weight_map"]["pooler.dense.weight"]
+    listed["weight_map"]["ghost.weight"] = shard
+    index.write_text(json.dumps(listed))
+    with pytest.raises(CorruptFile, match=f"'ghost.weight' is in '{shard}', but it is not there"):
         open_checkpoint(index)

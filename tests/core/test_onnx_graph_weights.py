@@ -222,6 +222,19 @@ def test_diff_compares_subgraph_weights(tmp_path):
     assert diff_files(c, d, values=True).value_totals["different"] >= 3
 
 
+def test_diff_compares_loop_body_weights(tmp_path):
+    a, expected = loop_model(tmp_path / "a.onnx")
+    b, _ = loop_model(tmp_path / "b.onnx")  # another draw of the body weight
+    same = diff_files(a, a, values=True)
+    assert same.totals["same"] == 1 and same.value_totals["identical"] == 1
+    other = diff_files(a, b, values=True)
+    [key] = [k for s in other.sections for k in s.keys]
+    assert key.name == "repeat/body/body_w" and key.values.status == "different"
+    copy = tmp_path / "a.safetensors"
+    convert(a, copy)
+    assert diff_files(a, copy, values=True).value_totals["identical"] == len(expected)
+
+
 def test_stats_of_a_constant(tmp_path):
     path, expected = constant_only_model(tmp_path / "c.onnx")
     stats = tensor_stats(open_checkpoint(path), "fc1.weight")

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import QCoreApplication
+from PySide6.QtWidgets import QAbstractItemView
 
 from gui.app import MainWindow, create_app
 from gui.models import diff_tree
@@ -64,6 +65,7 @@ def diff_scenes(window: MainWindow, a: Path, b: Path, out: Path) -> None:
     view.compare_values()
     wait_until(lambda: view.opened is not None and view.opened.result.values_compared
                and not view.is_busy())
+    settle()  # the plots' room is laid out first, so the selected row is scrolled into what stays in view
     tree = view.insight.tree
     tree.collapseAll()
     tree.expand(view.insight.tree_model.index_of_path("encoder"))
@@ -72,10 +74,15 @@ def diff_scenes(window: MainWindow, a: Path, b: Path, out: Path) -> None:
         diff_tree.NAME))
     view.select_key("encoder.layer.11.attention.self.key.weight")
     wait_until(lambda: not view.insight.is_busy())
+    settle()
+    table = view.table
+    assert table.viewport().rect().contains(table.visualRect(table.currentIndex())), "row not in view"
     capture(out / SCENES[1])
     splitter = view.insight.parentWidget()
     if splitter is not None and hasattr(splitter, "setSizes"):
         splitter.setSizes([260, 520, 0])  # the plots get the room
+    settle()
+    table.scrollTo(table.currentIndex(), QAbstractItemView.ScrollHint.PositionAtCenter)
     capture(out / SCENES[2])
 
 

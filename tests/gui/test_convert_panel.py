@@ -3,6 +3,8 @@ verification; cancel and see nothing written; errors as a plain sentence."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -75,11 +77,16 @@ def test_options_reach_the_conversion(qtbot: QtBot, panel: ConvertPanel, files: 
     panel.strip_prefix.setText("module.")
     panel.add_rename(r"^fc\.", "classifier.")
     panel.drop.setText("*.num_batches_tracked")
+    panel.sha256.setChecked(True)
     run_drop(qtbot, panel, [files["data_parallel"]])
     [result] = panel.results
     with safe_open(result.outputs[0]["path"], "pt") as f:
         names = set(f.keys())
         dtype = f.get_tensor("classifier.weight").dtype
+        record = json.loads(f.metadata()["checkpoint_studio"])
+    expected = hashlib.sha256(files["data_parallel"].read_bytes()).hexdigest()
+    assert result.source_hash == {"algorithm": "sha256", "digest": expected}
+    assert record["source_sha256"] == expected
     assert "conv.weight" in names and "classifier.bias" in names
     assert not any(n.startswith("module.") or "num_batches" in n for n in names)
     assert str(dtype) == "torch.bfloat16"

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from PySide6.QtCore import QPointF, Qt
+from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
 from core.diff.structure import ONLY_A, ONLY_B, SAME
@@ -51,6 +52,12 @@ def test_tree_shows_the_worst_status_per_module(qtbot: QtBot, window: MainWindow
     leaf = tree.index_of_path("encoder.layer.5.output.dense.weight")
     view.insight.tree.setCurrentIndex(leaf)
     assert current_key(view) == "encoder.layer.5.output.dense.weight"
+    view.table.setFocus()
+    qtbot.keyClick(view.table, Qt.Key.Key_C, Qt.KeyboardModifier.ControlModifier)
+    assert QApplication.clipboard().text() == "encoder.layer.5.output.dense.weight"
+    assert view.table.textElideMode() == Qt.TextElideMode.ElideMiddle
+    assert view.table.currentIndex().siblingAtColumn(diff_table.NAME).data(Qt.ItemDataRole.ToolTipRole) \
+        == "encoder.layer.5.output.dense.weight"
 
 
 def test_change_plot_in_model_order_and_click_selects(qtbot: QtBot, window: MainWindow,
@@ -82,6 +89,8 @@ def test_change_plot_in_model_order_and_click_selects(qtbot: QtBot, window: Main
         qtbot.mouseClick(plot.viewport(), Qt.MouseButton.LeftButton, pos=plot.mapFromScene(scene))
     assert current_key(view) == "encoder.layer.11.attention.self.key.weight"
     assert view.table.currentIndex().data(diff_table.KEY_ROLE) is keys[target]
+    table = view.table  # the selected row is scrolled into view
+    assert table.viewport().rect().intersects(table.visualRect(table.currentIndex()))
     stats_a, stats_b = blocker.args[0]
     assert stats_a.numel == stats_b.numel == 16 * 16
     curves = plot_curves(insight.hist_plot)

@@ -69,6 +69,15 @@ def test_table_filter_and_sort() -> None:
     assert names(model) == [t.name for t in tiny()]  # back to file order
 
 
+def test_a_file_listing_names_alphabetically_shows_them_in_natural_order() -> None:
+    """safetensors lists names alphabetically ('layer.11' before 'layer.2'): no model order to
+    keep, so the unsorted table puts numbers in numeric order."""
+    alphabetical = sorted(tiny(), key=lambda t: t.name)
+    assert [t.name for t in alphabetical][2:4] == ["layers.10.w", "layers.2.b"]
+    model = TensorTableModel(alphabetical)
+    assert names(model) == ["bn.running_mean", "head", "layers.2.b", "layers.2.w", "layers.10.w"]
+
+
 def test_tree_subtotals_equal_the_sum_of_their_tensors() -> None:
     model = ModuleTreeModel(tiny())
     layers = model.index_of_path("layers")

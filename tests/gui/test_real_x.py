@@ -1,7 +1,7 @@
 """The app on a real X server (Xvfb), not the offscreen platform: `ckpt-studio FOLDER` starts, opens a
 199-tensor BERT-like model folder, and what the X server shows is a real window (not blank). The
-scenes for docs/screenshots/ come from the same kind of run (set CKPT_STUDIO_DOCS_SCREENSHOTS to a
-folder to get copies there).
+scenes for docs/screenshots/ come from the same kind of run (set CKPT_STUDIO_SHOTS to a folder, as
+for the offscreen screenshots, to get copies there).
 
 Needs Debian's xvfb (Xvfb), and for the screen captures imagemagick (import) and xdotool."""
 
@@ -123,7 +123,8 @@ def test_scenes_for_the_docs(x_env: dict[str, str], tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     for name in SCENES:
         assert_not_blank(out / name, SCREEN)
-    docs = os.environ.get("CKPT_STUDIO_DOCS_SCREENSHOTS")
+    docs = os.environ.get("CKPT_STUDIO_SHOTS")
     if docs:
+        Path(docs).mkdir(parents=True, exist_ok=True)
         for name in SCENES:
             shutil.copy(out / name, Path(docs) / name)

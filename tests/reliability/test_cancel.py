@@ -88,7 +88,7 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def no_thread_left() -> bool:
-    return not any(t.name == "source-sha256" and t.is_alive() for t in threading.enumerate())
+    return not any(t.name == "source-hash" and t.is_alive() for t in threading.enumerate())
 
 
 def converted(src: Path, folder: Path, target: str, progress: SlowCancel) -> Callable[[], Any]:
@@ -109,12 +109,12 @@ def test_convert_stops_at_any_update(big: dict[str, Path], tmp_path: Path, targe
 
 @pytest.fixture()
 def slow_hash(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The source sha256 crawls (a huge source on a slow disk): 0.25 s per 8 MiB."""
-    real = hashing.hashlib.sha256
+    """The source hash crawls (a huge source on a slow disk): 0.25 s per 8 MiB."""
+    real = hashing.file_hash
 
     class Slow:
-        def __init__(self) -> None:
-            self.inner = real()
+        def __init__(self, algorithm: str) -> None:
+            self.inner = real(algorithm)
 
         def update(self, data: Any) -> None:
             time.sleep(0.25)
@@ -123,7 +123,7 @@ def slow_hash(monkeypatch: pytest.MonkeyPatch) -> None:
         def hexdigest(self) -> str:
             return self.inner.hexdigest()
 
-    monkeypatch.setattr(hashing.hashlib, "sha256", Slow)
+    monkeypatch.setattr(hashing, "file_hash", Slow)
 
 
 @pytest.mark.parametrize("target", ["safetensors", "safetensors-sharded"])
