@@ -40,7 +40,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["SourceReader", "Meter", "cast_bytes", "tensor_bytes", "torch_dtype"]  # the casts: cast.py
 
 CHUNK = 16 << 20  # ~10-50 ms of disk work: cancel stays responsive, memory stays flat
-CAST_CHUNK = 1 << 20
+CAST_CHUNK = 4 << 20  # per cast chunk: 4 MiB in + 2 MiB out measured fastest (1.3 s vs 1.7 s at 1 MiB
+# for 1.24 GB to bf16: fewer per-chunk steps), 8 MiB slower again (out of cache)
 _NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF,
                    errno.EPERM, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)}
 
@@ -71,6 +72,7 @@ class SourceReader:
         self.precision = precision  # counts what each cast chunk overflows or flushes
         self._buf = bytearray(self.chunk)
         self._slot = bytearray()  # read_full's buffer
+        self._cast_out = bytearray(CAST_CHUNK // 2)  # a float32 -> bfloat16 chunk's output
         self._files: dict[Path, IO[bytes]] = {}
         self.kernel_copy = hasattr(os, "copy_file_range")
 
@@ -134,6 +136,8 @@ class SourceReader:
         return done
 
     def chunks(self, item: Item) -> Iterator[memoryview]:
+        """`item`'s output bytes a chunk at a time; a chunk is a view into a reused buffer, valid
+        until the next one is asked for."""
         info = item.source
         if is_decoded_whole(info):
             yield from self._decoded_chunks(item)
@@ -176,9 +180,9 @@ class SourceReader:
 
     def _cast(self, item: Item, source: memoryview) -> memoryview:
         if self.precision is None or not self.precision.covers(item):
-            return cast_bytes(source, item.source.dtype, item.dtype)
+            return cast_bytes(source, item.source.dtype, item.dtype, into=self._cast_out)
         bounds: list[int] = []
-        out = cast_bytes(source, item.source.dtype, item.dtype, bounds)
+        out = cast_bytes(source, item.source.dtype, item.dtype, bounds, self._cast_out)
         self.precision.add(item, source, out, bounds)
         return out
 
