@@ -333,7 +333,9 @@ def result_html(r: ConvertResult) -> str:
              f"{html.escape(where)}</b>",
              f"{human_bytes(size)} · {r.tensors_written:,} tensors · {r.seconds:.2f} s",
              f"Verified: re-read {v.get('tensors', r.tensors_written):,} tensors and compared "
-             f"their {html.escape(str(v.get('method', '')))} checksums: {passed}"]
+             f"their {html.escape(str(v.get('method', '')))} checksums: {passed}",
+             f"Source {html.escape(r.source_hash['algorithm'])}: "
+             f"<span style='font-family:monospace'>{html.escape(r.source_hash['digest'])}</span>"]
     casts = {to for _old, to in r.dtype_changes.values()}
     changes = [f"{len(r.dtype_changes):,} cast to {', '.join(sorted(casts))}"] if casts else []
     changes += [f"{len(r.renamed):,} renamed"] if r.renamed else []

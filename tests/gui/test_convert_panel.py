@@ -67,6 +67,7 @@ def test_drop_converts_and_shows_verification(qtbot: QtBot, panel: ConvertPanel,
     text = panel.log.toPlainText()
     assert "training.ckpt → training.safetensors" in text
     assert "Verified: re-read 10 tensors" in text and "passed" in text
+    assert f"Source blake3: {result.source_hash['digest']}" in text
     assert "21 tensors of section 'optimizer' left out" in text
     assert not panel.error.isVisible() and not panel.errors
 
