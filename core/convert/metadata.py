@@ -18,6 +18,7 @@ import json
 from typing import Any
 
 from core import __version__
+from core.convert.hashing import HASHES
 from core.convert.transforms import ConvertOptions, Plan
 from core.formats.safetensors import ALIASES_KEY
 from core.inputs.preprocess import METADATA_KEY, find_recorded
@@ -54,7 +55,7 @@ def record(checkpoint: Checkpoint, options: ConvertOptions, digest: str,
 def recorded_digest(record_text: str) -> str:
     """The source hash in a `checkpoint_studio` record ("" when there is none)."""
     found = json.loads(record_text) if record_text else {}
-    return next((found[key] for key in ("source_blake3", "source_sha256") if key in found), "")
+    return next((found[f"source_{name}"] for name in HASHES if f"source_{name}" in found), "")
 
 
 def source_values(checkpoint: Checkpoint, plan: Plan) -> dict[str, Any]:

@@ -30,7 +30,7 @@ def sniff(path: Path, head: bytes) -> bool:
     return head.startswith(MAGIC)
 
 
-def _gguf() -> Any:
+def gguf_package() -> Any:
     try:
         import gguf
     except ImportError:
@@ -42,7 +42,7 @@ def _gguf() -> Any:
 def open(path: Path) -> Checkpoint:  # noqa: A001 - the reader interface
     from core.layout import build_sections
 
-    gguf = _gguf()
+    gguf = gguf_package()
     path = Path(path)
     _check_version(path, gguf)
     try:
@@ -115,7 +115,7 @@ def _dequantize(storage: Storage) -> bytes:
     """The float32 values of one quantised tensor, exactly as gguf.quants.dequantize gives them."""
     import numpy as np
 
-    gguf = _gguf()
+    gguf = gguf_package()
     kind = storage.encoding.removeprefix(ENCODING_PREFIX)
     qtype = gguf.GGMLQuantizationType[kind]
     if storage.byteorder != "little":

@@ -14,7 +14,7 @@ import re
 from dataclasses import replace
 
 from core.errors import CheckpointError, CorruptFile
-from core.formats.gguf import FORMAT, _gguf
+from core.formats.gguf import FORMAT, gguf_package
 from core.model import Checkpoint, Storage, TensorInfo
 from core.tensor_io import DECODERS, storage_bytes
 
@@ -36,7 +36,7 @@ def hf_names(checkpoint: Checkpoint, names: list[str]
     if checkpoint.format != FORMAT:
         raise CheckpointError(f"Mapping llama.cpp names to Hugging Face names applies to GGUF files "
                               f"only, and this is a {checkpoint.format} file.")
-    gguf = _gguf()
+    gguf = gguf_package()
     arch_name = checkpoint.metadata.get("architecture")
     arch = {name: arch for arch, name in gguf.MODEL_ARCH_NAMES.items()}.get(arch_name)
     if arch is None:
