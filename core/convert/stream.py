@@ -70,9 +70,11 @@ class SourceReader:
         self.chunk = chunk or CHUNK
         self.verbatim = verbatim
         self.precision = precision  # counts what each cast chunk overflows or flushes
-        self._buf = bytearray(self.chunk)
+        # made at first use: zeroing 16 MiB that a cast-only or copy-only job never reads costs
+        # ~40 ms of page faults
+        self._buf = bytearray()  # read's buffer
         self._slot = bytearray()  # read_full's buffer
-        self._cast_out = bytearray(CAST_CHUNK // 2)  # a float32 -> bfloat16 chunk's output
+        self._cast_out = bytearray()  # a float32 -> bfloat16 chunk's output
         self._files: dict[Path, IO[bytes]] = {}
         self.kernel_copy = hasattr(os, "copy_file_range")
 
@@ -179,6 +181,8 @@ class SourceReader:
             yield self._cast(item, data[offset:offset + step_bytes])
 
     def _cast(self, item: Item, source: memoryview) -> memoryview:
+        if not self._cast_out:
+            self._cast_out = bytearray(CAST_CHUNK // 2)
         if self.precision is None or not self.precision.covers(item):
             return cast_bytes(source, item.source.dtype, item.dtype, into=self._cast_out)
         bounds: list[int] = []
@@ -188,6 +192,8 @@ class SourceReader:
 
     def read(self, path: Path, start: int, nbytes: int) -> Iterator[memoryview]:
         """The bytes [start, start+nbytes) of `path` as views into one reused buffer."""
+        if not self._buf:
+            self._buf = bytearray(self.chunk)
         f = self._file(path)
         f.seek(start)
         view = memoryview(self._buf)
