@@ -23,7 +23,7 @@ from core.convert.checksums import METHOD
 from core.convert.hashing import HASHES, SourceHasher, file_hash
 from core.convert.job import Job
 from core.convert.precision import FORMATS, OverflowFound, OverflowRefused, PrecisionCounter, precision_report
-from core.convert.stream import verbatim_ranges
+from core.convert.stream import cast_ranges, verbatim_ranges
 from core.convert.transforms import ConvertOptions, Plan, build_plan
 from core.errors import Cancelled, CheckpointError
 from core.model import Checkpoint
@@ -94,7 +94,11 @@ def convert(source: str | os.PathLike[str] | Checkpoint, destination: str | os.P
     try:
         options = options or ConvertOptions()
         plan = build_plan(checkpoint, options)
-        hasher.watch(verbatim_ranges(checkpoint.path, plan.items) if module.STREAMS else {})
+        if module.STREAMS:
+            hasher.watch(verbatim_ranges(checkpoint.path, plan.items),
+                         cast_ranges(checkpoint.path, plan.items))
+        else:
+            hasher.watch({})
     except BaseException:
         hasher.stop()
         raise

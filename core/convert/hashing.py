@@ -11,7 +11,8 @@ Both are cryptographic. sha256 runs at 1.0-1.6 GB/s per core (SHA-NI), BLAKE3 at
 on two cores the sha256 of a 1.24 GB file costs ~0.8 s of CPU that the copy and the cast need
 too, which is why BLAKE3 is the default. The pass starts before the file is even parsed (the
 ranges follow with `watch`) and runs on its own core: both release the GIL while they hash, and
-the kernel copy needs none. The range checksums (XXH3) cost almost nothing.
+the kernel copy needs none. The range checksums (XXH3) cost almost nothing. The chunks the pass
+reads are lent to the cast (shared_chunks.py), so the bytes that are cast are read only once.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from core.convert.checksums import new_checksum
+from core.convert.shared_chunks import SharedChunks
 from core.errors import Cancelled, CheckpointError, CorruptFile
 from core.progress import Progress
 
@@ -44,6 +46,7 @@ class SourceHasher:
         self._hash = file_hash(algorithm)
         self.progress = progress  # waiting for the pass ends with Cancelled when it is cancelled
         self.ranges: dict[str, tuple[int, int]] = {}  # tensor name -> [start, end) byte range in `path`
+        self.shared = SharedChunks(self.path, BUFFER)  # chunks lent to the cast (shared_chunks.py)
         self.placeholder = secrets.token_hex(32)  # same length as the digest it stands for
         self._stop = threading.Event()
         self._watched = threading.Event()
@@ -55,28 +58,39 @@ class SourceHasher:
         self._thread = threading.Thread(target=self._run, name="source-hash", daemon=True)
         self._thread.start()
 
-    def watch(self, ranges: dict[str, tuple[int, int]]) -> None:
-        """Checksum these ranges too (once; before `checksums()` is asked for)."""
+    def watch(self, ranges: dict[str, tuple[int, int]],
+              cast: list[tuple[int, int]] | None = None) -> None:
+        """Checksum these ranges too (once; before `checksums()` is asked for); lend the chunks
+        that hold the `cast` byte ranges to the converting thread (`shared`)."""
         self.ranges = dict(ranges)
+        self.shared.want(cast or [])
         self._watched.set()
 
     def _run(self) -> None:
         whole = self._hash
         ranges: _RangeChecksums | None = None
-        buf = bytearray(BUFFER)
+        own = bytearray(BUFFER)
+        lending = False
         pos = 0
         try:
             with open(self.path, "rb", buffering=0) as f:
                 while not self._stop.is_set():
                     if ranges is None and self._watched.is_set():
                         ranges = _RangeChecksums(self.ranges, f.fileno(), pos)
-                    n = f.readinto(buf)
-                    if not n:
+                        lending = self.shared.wanted
+                        self.shared.start(pos)
+                    buf = self.shared.slot(self._stop) if lending else own
+                    if buf is None:
                         break
+                    n = f.readinto(buf)
                     view = memoryview(buf)[:n]
                     whole.update(view)
                     if ranges is not None:
                         ranges.update(view, pos)
+                    if lending:
+                        self.shared.publish(pos, buf, n)
+                    if not n:
+                        break
                     pos += n
                 if ranges is None:  # a small file, done before its ranges were named
                     while not (self._watched.wait(0.05) or self._stop.is_set()):
@@ -86,6 +100,8 @@ class SourceHasher:
                     self._checksums, self._digest = ranges.digests(), whole.hexdigest()
         except Exception as exc:  # reported by digest()/checksums() in the caller's thread
             self._error = exc
+        finally:
+            self.shared.end()
 
     def digest(self) -> str:
         self._join()
@@ -99,9 +115,11 @@ class SourceHasher:
 
     def stop(self) -> None:
         self._stop.set()
+        self.shared.close()
         self._thread.join()
 
     def _join(self) -> None:
+        self.shared.close()  # whoever waits for the result is done casting
         while self._thread.is_alive():  # a slow disk can keep the pass going long after the copy
             self._thread.join(0.05)
             if self.progress is not None and self.progress.cancelled():

@@ -71,7 +71,8 @@ def write(job: Job, destination: Path) -> list[Path]:
     _note_oversized(job, max_size)
     with Staging(finals, overwrite=job.overwrite, protect=job.protect, create_dir=destination,
                  make_parents=job.create_folders) as stage:
-        with SourceReader(set(job.hasher.ranges), precision=job.precision) as reader:
+        with SourceReader(set(job.hasher.ranges), precision=job.precision,
+                          shared=job.hasher.shared) as reader:
             staged = [single.write_file(stage.temp(final), shard, job.metadata(), reader,
                                         job.meter)
                       for final, shard in zip(finals, shards, strict=False)]

@@ -36,7 +36,8 @@ def default_name(stem: str) -> str:
 def write(job: Job, destination: Path) -> list[Path]:
     with Staging([destination], overwrite=job.overwrite, protect=job.protect,
                  make_parents=job.create_folders) as stage:
-        with SourceReader(set(job.hasher.ranges), precision=job.precision) as reader:
+        with SourceReader(set(job.hasher.ranges), precision=job.precision,
+                          shared=job.hasher.shared) as reader:
             staged = write_file(stage.temp(destination), ordered(job.plan.items), job.metadata(),
                                 reader, job.meter)
         verify_and_finish(stage, [staged], job)

@@ -7,7 +7,8 @@ Three paths, cheapest first:
 - raw: the same from another file (a shard) -> read into one reused buffer, checksum, write;
 - chunked cast: the same layouts but cast to another float type -> `cast_bytes` casts one chunk
   at a time with numpy + ml_dtypes (no torch, cast.py), bit for bit what torch's `tensor.to` writes;
-  the precision check counts each cast chunk;
+  the chunks come from the source hasher's pass when it lends them (shared_chunks.py), else from
+  our own reads; the precision check counts each cast chunk;
 - decoded: a whole storage that a reader decodes (GGUF dequantised, ONNX typed values, zip
   records) -> `storage_bytes`, cast with `cast_bytes`; no torch;
 - tensor: anything else (views, big-endian, quantized tensors) -> `read_tensor`, cast,
@@ -36,6 +37,7 @@ from core.progress import Progress, step
 
 if TYPE_CHECKING:  # pragma: no cover
     from core.convert.precision import PrecisionCounter
+    from core.convert.shared_chunks import SharedChunks
 
 __all__ = ["SourceReader", "Meter", "cast_bytes", "tensor_bytes", "torch_dtype"]  # the casts: cast.py
 
@@ -66,10 +68,12 @@ class SourceReader:
     """
 
     def __init__(self, verbatim: set[str] | frozenset[str] = frozenset(),
-                 chunk: int | None = None, precision: PrecisionCounter | None = None) -> None:
+                 chunk: int | None = None, precision: PrecisionCounter | None = None,
+                 shared: SharedChunks | None = None) -> None:
         self.chunk = chunk or CHUNK
         self.verbatim = verbatim
         self.precision = precision  # counts what each cast chunk overflows or flushes
+        self.shared = shared  # the chunks the source's hash pass lends out: no second read
         # made at first use: zeroing 16 MiB that a cast-only or copy-only job never reads costs
         # ~40 ms of page faults
         self._buf = bytearray()  # read's buffer
@@ -160,9 +164,14 @@ class SourceReader:
         for a 1.24 GB bf16 convert on 2 cores), as it competes with the source hasher's thread."""
         size = itemsize(item.source.dtype)
         step_bytes = max(min(self.chunk, CAST_CHUNK) // size, 1) * size
-        for offset in range(0, item.source.nbytes, step_bytes):
-            n = min(step_bytes, item.source.nbytes - offset)
-            yield self._cast(item, self.read_full(path, start + offset, n))
+        lent = self.shared if self.shared and self.shared.path == os.path.abspath(path) else None
+        at, end = start, start + item.source.nbytes
+        while at < end:
+            piece = lent.piece(at, end, size) if lent is not None else None
+            if piece is None:
+                piece = self.read_full(path, at, min(step_bytes, end - at))
+            at += len(piece)
+            yield self._cast(item, piece)
 
     def _decoded_chunks(self, item: Item) -> Iterator[memoryview]:
         """A decoded storage (GGUF dequantised, ONNX typed values) as bytes, cast with numpy when
@@ -277,6 +286,16 @@ def verbatim_ranges(path: Path, items: list[Item]) -> dict[str, tuple[int, int]]
     return {i.name: (byte_start(i.source), byte_start(i.source) + i.nbytes) for i in items
             if not i.cast and i.nbytes and is_raw_contiguous(i.source)
             and os.path.abspath(i.source.storage.path) == target}  # type: ignore[union-attr]
+
+
+def cast_ranges(path: Path, items: list[Item]) -> list[tuple[int, int]]:
+    """The byte ranges of the file `path` that are cast a chunk at a time (`_cast_chunks`), when
+    their elements line up with the hash pass's chunks (a multiple of 8 bytes apart)."""
+    target = os.path.abspath(path)
+    return [(byte_start(i.source), byte_start(i.source) + i.source.nbytes) for i in items
+            if i.cast and i.source.nbytes and is_raw_contiguous(i.source)
+            and byte_start(i.source) % itemsize(i.source.dtype) == 0
+            and os.path.abspath(i.source.storage.path) == target]  # type: ignore[union-attr]
 
 
 def is_raw_contiguous(info: TensorInfo) -> bool:
