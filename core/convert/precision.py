@@ -162,12 +162,12 @@ class PrecisionCounter:
         bytes the cast wrote (`self.dtype`), `bounds` what `cast_bytes` found (see count_chunk)."""
         import numpy as np
 
-        from core.convert.cast import np_dtype
+        from core.convert.cast import float_values
 
         row = self.rows.get(item.name)
         if row is None:
             row = self.rows[item.name] = TensorPrecision(item.name, item.source.dtype, item.source.numel)
-        values = np.frombuffer(source, dtype=np_dtype(item.source.dtype))
+        values = float_values(source, item.source.dtype)
         if values.size:
             count_chunk(row, values, np.frombuffer(output, dtype=np.uint16), self.format, bounds)
         if row.overflow and not self.allow_overflow:

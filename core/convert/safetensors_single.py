@@ -1,5 +1,5 @@
 """Target: one .safetensors file, streamed by hand (torch only for views of tensors; casts use
-numpy and ml_dtypes).
+numpy).
 
 The format (as the library writes it): 8-byte little-endian header length N; N bytes of UTF-8
 JSON `{"__metadata__": {str: str}, name: {"dtype", "shape", "data_offsets": [begin, end]}}`

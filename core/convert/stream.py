@@ -6,7 +6,7 @@ Three paths, cheapest first:
   one reused buffer); the source hasher checksums the range in its own pass;
 - raw: the same from another file (a shard) -> read into one reused buffer, checksum, write;
 - chunked cast: the same layouts but cast to another float type -> `cast_bytes` casts one chunk
-  at a time with numpy + ml_dtypes (no torch, cast.py), bit for bit what torch's `tensor.to` writes;
+  at a time with numpy (no torch, cast.py), bit for bit what torch's `tensor.to` writes;
   the chunks come from the source hasher's pass when it lends them (shared_chunks.py), else from
   our own reads; the precision check counts each cast chunk;
 - decoded: a whole storage that a reader decodes (GGUF dequantised, ONNX typed values, zip
