@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, Qt
 
@@ -15,6 +16,7 @@ from core.diff.values import CLOSE, DIFFERENT
 from gui.models.columns import TitledColumns
 from gui.models.diff_table import STATUS_RGB, VALUE_RGB, VALUE_TEXT, status_texts, tint
 from gui.models.module_tree import children_first
+from gui.models.tensor_table import natural_key
 
 COLUMNS = ("Name", "Keys", "Worst", "Max change")
 NAME, KEYS, WORST, CHANGE = range(len(COLUMNS))
@@ -23,6 +25,9 @@ RANK_ROLE = Qt.ItemDataRole.UserRole + 1  # the worst rank at or below a node
 # worst first: a structural problem beats a value difference, which beats closeness
 RANKS = {SHAPE: 6, ONLY_A: 5, ONLY_B: 4, DTYPE: 3, DIFFERENT: 2, CLOSE: 1, SAME: 0}
 _Index = QModelIndex | QPersistentModelIndex
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def key_rank(key: KeyDiff) -> str:
@@ -38,23 +43,31 @@ def key_change(key: KeyDiff) -> float | None:
 
 
 class DiffNode:
-    __slots__ = ("name", "parent", "row", "children", "by_name", "key", "worst", "keys", "change")
+    __slots__ = ("name", "row", "children", "key", "worst", "keys", "change")
 
-    def __init__(self, name: str, parent: DiffNode | None, row: int) -> None:
-        self.name, self.parent, self.row = name, parent, row
-        self.children: list[DiffNode] = []
-        self.by_name: dict[str, DiffNode] = {}
+    def __init__(self, name: str, row: int) -> None:
+        self.name, self.row = name, row
+        self.children: list[DiffNode] | tuple[()] = ()  # a list once it has children
         self.key: KeyDiff | None = None
         self.worst = SAME
         self.keys = 0
         self.change: float | None = None
 
-    @property
-    def path(self) -> str:
-        parts, node = [], self
-        while node.parent is not None:
+
+@dataclass
+class DiffTree:
+    """The module tree of a diff. No node refers to its parent (`parents` does): the tree holds no
+    reference cycle, so one replaced is freed at once; cyclic garbage of 100k keys would cost the
+    GUI thread's garbage collector a second or more."""
+
+    root: DiffNode
+    parents: dict[DiffNode, DiffNode] = field(default_factory=dict)  # every node but the root
+
+    def path(self, node: DiffNode) -> str:
+        parts = []
+        while node is not self.root:
             parts.append(node.name)
-            node = node.parent
+            node = self.parents[node]
         return ".".join(reversed(parts))
 
 
@@ -66,20 +79,26 @@ def names_by_depth(root: DiffNode) -> Iterator[tuple[str, int]]:
         level, depth = [c for node in level for c in node.children], depth + 1
 
 
-def build_diff_tree(keys: list[KeyDiff]) -> DiffNode:
-    root = DiffNode("", None, 0)
+def build_diff_tree(keys: list[KeyDiff]) -> DiffTree:
+    tree = DiffTree(DiffNode("", 0))
+    parents = tree.parents
+    by_name: dict[DiffNode, dict[str, DiffNode]] = {}  # the children of each node, while building
     with gc_paused():  # 200k new nodes would trigger many useless cyclic-GC passes
         for key in keys:
-            node = root
+            node = tree.root
             for part in key.name.split("."):
-                child = node.by_name.get(part)
+                names = by_name.get(node)
+                child = names.get(part) if names is not None else None
                 if child is None:
-                    child = node.by_name[part] = DiffNode(part, node, len(node.children))
-                    node.children.append(child)
+                    if names is None:
+                        names, node.children = by_name.setdefault(node, {}), []
+                    child = names[part] = DiffNode(part, len(node.children))
+                    node.children.append(child)  # type: ignore[union-attr]
+                    parents[child] = node
                 node = child
             node.key = key
-        _subtotal(root)
-    return root
+        _subtotal(tree.root)
+    return tree
 
 
 def _subtotal(root: DiffNode) -> None:
@@ -105,13 +124,52 @@ def _largest(changes: list[float | None]) -> float | None:
     return max(finite) if finite else (known[0] if known else None)
 
 
+def model_order(keys: list[KeyDiff]) -> list[KeyDiff]:
+    """The keys in model order: the file's order, unless the file sorted its keys by name (as
+    safetensors does); then layer 10 goes after layer 9, not after layer 1."""
+    names = [k.name for k in keys if k.status != ONLY_B]  # B's extra keys come last in any case
+    if names != sorted(names):
+        return keys
+    return sorted(keys, key=lambda k: natural_key(k.name))
+
+
+@dataclass
+class DiffShown:
+    """What the diff view shows of a result, prepared off the GUI thread (a 100k-key tree takes
+    seconds): the module tree and the compared keys in model order with their relative changes,
+    grouped by (value status, finite change): one plot item per group, each with the places of its
+    keys in `plotted`. Nothing here refers back to Qt objects."""
+
+    tree: DiffTree
+    plotted: list[KeyDiff]
+    changes: np.ndarray  # float64, one per plotted key (0 for an unknown one)
+    groups: dict[tuple[str, bool], np.ndarray] = field(default_factory=dict)
+    places: dict[str, int] = field(default_factory=dict)  # key name -> its place in `plotted`
+
+
+def shown_diff(result: DiffResult) -> DiffShown:
+    import numpy as np  # not at start-up: the app's first window does without it
+
+    keys = model_order([k for s in result.sections for k in s.keys])
+    plotted = [k for k in keys if key_change(k) is not None]
+    changes = np.array([key_change(k) or 0.0 for k in plotted], dtype=np.float64)
+    finite = np.isfinite(changes).tolist()
+    groups: dict[tuple[str, bool], list[int]] = {}  # in order of first appearance, as drawn
+    for i, key in enumerate(plotted):
+        status = key.values.status if key.values is not None else ""
+        groups.setdefault((status, finite[i]), []).append(i)
+    return DiffShown(build_diff_tree(keys), plotted, changes,
+                     {group: np.array(places, dtype=np.int64) for group, places in groups.items()},
+                     {k.name: i for i, k in enumerate(plotted)})
+
+
 class DiffTreeModel(TitledColumns, QAbstractItemModel):
     COLUMNS = COLUMNS
     TREE = True
 
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
-        self.root = DiffNode("", None, 0)
+        self.tree = DiffTree(DiffNode("", 0))
         self._texts = status_texts(False)
         self._colours = {s: tint(STATUS_RGB.get(s) or VALUE_RGB.get(s)) for s in RANKS}
 
@@ -122,16 +180,35 @@ class DiffTreeModel(TitledColumns, QAbstractItemModel):
         keys = [k for s in result.sections for k in s.keys] if result is not None else []
         keys = order(keys) if order is not None else keys
         self._texts = status_texts(result is not None and result.against_model)
-        self.root = build_diff_tree(keys)
+        self._replace(build_diff_tree(keys))
+
+    def set_tree(self, tree: DiffTree, against_model: bool) -> None:
+        """Show a tree built beforehand (by `shown_diff`, on the worker)."""
+        self.beginResetModel()
+        self._texts = status_texts(against_model)
+        self._replace(tree)
+
+    def _replace(self, tree: DiffTree) -> None:
+        """Swap in `tree` and end the model reset. The old tree is freed only once the reset has
+        ended: until then views may still hold indexes that point into it."""
+        old, self.tree = self.tree, tree
         self.endResetModel()
+        del old
+
+    @property
+    def root(self) -> DiffNode:
+        return self.tree.root
+
+    def path(self, node: DiffNode) -> str:
+        return self.tree.path(node)
 
     def node(self, index: _Index) -> DiffNode:
         return index.internalPointer() if index.isValid() else self.root
 
     def index_of_path(self, path: str) -> QModelIndex:
         node, index = self.root, QModelIndex()
-        for part in path.split(".") if path else []:
-            found = node.by_name.get(part)
+        for part in path.split(".") if path else []:  # a scan per level: paths are rarely looked up
+            found = next((child for child in node.children if child.name == part), None)
             if found is None:
                 return QModelIndex()
             node, index = found, self.createIndex(found.row, 0, found)
@@ -148,7 +225,7 @@ class DiffTreeModel(TitledColumns, QAbstractItemModel):
         return QModelIndex()
 
     def parent(self, index: _Index = QModelIndex()) -> QModelIndex:  # type: ignore[override]  # noqa: B008
-        parent = self.node(index).parent if index.isValid() else None
+        parent = self.tree.parents.get(self.node(index)) if index.isValid() else None
         if parent is None or parent is self.root:
             return QModelIndex()
         return self.createIndex(parent.row, 0, parent)
@@ -166,7 +243,7 @@ class DiffTreeModel(TitledColumns, QAbstractItemModel):
         if role == Qt.ItemDataRole.BackgroundRole:
             return self._colours.get(node.worst)
         if role == Qt.ItemDataRole.ToolTipRole:
-            return f"{node.path}\n{node.keys:,} key(s); worst: {self.status_text(node.worst)}"
+            return f"{self.path(node)}\n{node.keys:,} key(s); worst: {self.status_text(node.worst)}"
         if role == Qt.ItemDataRole.TextAlignmentRole and column in (KEYS, CHANGE):
             return Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
         if role == KEY_ROLE:

@@ -1,12 +1,14 @@
 """Where two checkpoints differ, for the diff view: the module tree of the diff (a module's colour is
 its worst key), a plot of each tensor's relative change ||B−A||/||A|| in model order (log scale;
 clicking a point selects its key) and the histograms of A and B of the selected key, overlaid.
-pyqtgraph is imported with the first plot; the histograms are computed on the worker."""
+pyqtgraph is imported with the first plot. The tree and the plotted data come built by the worker
+(`Opened.shown`, see gui.views.diff_jobs), as do the histograms."""
 
 from __future__ import annotations
 
 import html
 import math
+from itertools import islice
 from typing import Any
 
 from PySide6.QtCore import QModelIndex, Qt, Signal
@@ -21,13 +23,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.diff.structure import ONLY_B, KeyDiff
+from core.diff.structure import KeyDiff
 from core.report import shape_text
 from core.stats import TensorStats, tensor_stats
 from gui.models import diff_table, diff_tree
 from gui.models.diff_table import VALUE_RGB, DiffTableModel
-from gui.models.diff_tree import DiffTreeModel, key_change, names_by_depth
-from gui.models.tensor_table import natural_key
+from gui.models.diff_tree import DiffShown, DiffTreeModel, key_change, names_by_depth, shown_diff
 from gui.views.diff_jobs import Opened
 from gui.views.latency_plots import make_plot
 from gui.views.name_columns import MEASURED_NAMES, fit_name_column, fit_text_columns, readable_names
@@ -60,12 +61,13 @@ class DiffInsight(QWidget):
         self.tree_model = DiffTreeModel(self)
         self.tree = _tree(self.tree_model)
         self.tree.selectionModel().currentRowChanged.connect(self._on_tree_current)
-        readable_names(self.tree, lambda i: self.tree_model.node(i).path)
+        readable_names(self.tree, lambda i: self.tree_model.path(self.tree_model.node(i)))
         self.keys: list[KeyDiff] = []  # the plotted keys, in model order
         self._position: dict[str, int] = {}  # key name -> its place in self.keys
         self.change_plot: Any = None
         self.hist_plot: Any = None
         self._marker: Any = None
+        self._places: dict[Any, Any] = {}  # plot item -> the places in self.keys of its points
         self._ceiling, self._floor = 1.0, FLOOR
         self._opened: Opened | None = None
         self._job: Job | None = None
@@ -92,20 +94,22 @@ class DiffInsight(QWidget):
     def set_opened(self, opened: Opened) -> None:
         self.cancel()
         self._opened = opened
-        self.tree_model.set_result(opened.result, model_order)
+        shown = opened.shown if opened.shown is not None else shown_diff(opened.result)
+        self.tree_model.set_tree(shown.tree, opened.result.against_model)
         self.tree.expandToDepth(1 if self.tree_model.root.keys <= 2000 else 0)
         fit_name_column(self.tree, self.tree.header(), diff_tree.NAME,
                         names_by_depth(self.tree_model.root))
         if self._table is not None:
-            fit_key_columns(self._table, [k for s in opened.result.sections for k in s.keys])
-        self.keys = [k for k in model_order([k for s in opened.result.sections for k in s.keys])
-                     if key_change(k) is not None]
-        self._position = {k.name: i for i, k in enumerate(self.keys)}
+            fit_key_columns(self._table, list(islice((k for s in opened.result.sections for k in s.keys),
+                                                     MEASURED_NAMES)))
+        self.keys = shown.plotted
+        self._position = shown.places
         self.setVisible(bool(self.keys))
         if self.keys:
-            self._plot_changes()
+            self._plot_changes(shown)
 
-    def _plot_changes(self) -> None:
+    def _plot_changes(self, shown: DiffShown) -> None:
+        import numpy as np
         import pyqtgraph as pg
 
         if self.change_plot is None:
@@ -118,25 +122,32 @@ class DiffInsight(QWidget):
             self.splitter.addWidget(self.hist_plot)
             self.splitter.setSizes([600, 400])
         self.change_plot.clear()
-        changes = [float(key_change(k) or 0.0) for k in self.keys]
-        self._ceiling = 10 * max([c for c in changes if math.isfinite(c)] + [0.1])
-        self._floor = min((c for c in changes if 0 < c < math.inf), default=FLOOR * 10) / 10
-        groups: dict[tuple[str, str], list[int]] = {}  # one plot item per colour and symbol: fast at 200k
-        for i, (key, change) in enumerate(zip(self.keys, changes, strict=True)):
-            status = key.values.status if key.values is not None else ""
-            groups.setdefault((status, "o" if math.isfinite(change) else "t1"), []).append(i)
-        for (status, symbol), indices in groups.items():
-            points = self.change_plot.plot(
-                indices, [self._drawn_at(changes[i]) for i in indices], pen=None, symbol=symbol,
-                symbolSize=8, symbolPen=None, symbolBrush=pg.mkBrush(*(VALUE_RGB.get(status) or POINT_RGB)),
-                data=indices)
+        self._places.clear()
+        changes = shown.changes
+        endless, finite = np.isinf(changes), changes[np.isfinite(changes)]
+        self._ceiling = 10 * max(float(finite.max()) if finite.size else 0.0, 0.1)
+        positive = finite[finite > 0]
+        self._floor = float(positive.min()) / 10 if positive.size else FLOOR
+        drawn = np.where(endless, self._ceiling, np.maximum(changes, self._floor))
+        view = self.change_plot.getViewBox()
+        auto_x, auto_y = view.autoRangeEnabled()
+        view.disableAutoRange()  # else each item added ranges the view over all the points again
+        for (status, is_finite), places in shown.groups.items():
+            points = pg.PlotDataItem()
+            points.setLogMode(False, True)  # before the data: the points are laid out once
+            points.setData(places, drawn[places], pen=None, symbol="o" if is_finite else "t1",
+                           symbolSize=8, symbolPen=None, dynamicRangeLimit=None,
+                           symbolBrush=pg.mkBrush(*(VALUE_RGB.get(status) or POINT_RGB)))
+            self.change_plot.addItem(points)
+            self._places[points] = places
             points.sigPointsClicked.connect(self._on_points_clicked)
         self._marker = self.change_plot.plot([], [], pen=None, symbol="o", symbolSize=15,
                                              symbolBrush=None, symbolPen=pg.mkPen("k", width=2))
-        unchanged, endless = changes.count(0.0), sum(1 for c in changes if math.isinf(c))
+        view.enableAutoRange(x=auto_x, y=auto_y)
+        unchanged, endless_count = int((changes == 0).sum()), int(endless.sum())
         self.caption.setText(f"Relative change ‖B−A‖/‖A‖ of {len(self.keys):,} compared tensors, in "
                              "model order" + (f"; {unchanged:,} unchanged at the bottom" if unchanged else "")
-                             + (f"; ▲ {endless:,} where A is all zeros" if endless else "")
+                             + (f"; ▲ {endless_count:,} where A is all zeros" if endless_count else "")
                              + ". Click a point to select its key.")
         self.hist_plot.clear()
 
@@ -144,13 +155,13 @@ class DiffInsight(QWidget):
         """Where a change is drawn: 0 at the floor, infinity (A all zeros) above the largest one."""
         return self._ceiling if math.isinf(change) else max(change, self._floor)
 
-    def _on_points_clicked(self, _item: Any, points: Any, event: Any = None) -> None:
+    def _on_points_clicked(self, item: Any, points: Any, event: Any = None) -> None:
         """Points overlap at this density: the one nearest the click along the model order wins."""
         if not len(points):
             return
         x = event.pos().x() if event is not None else points[0].pos().x()
         nearest = min(points, key=lambda p: abs(p.pos().x() - x))
-        self.key_selected.emit(self.keys[int(nearest.data())].name)
+        self.key_selected.emit(self.keys[int(self._places[item][nearest.index()])].name)
         self._reveal_current_row()
 
     def _on_tree_current(self, current: QModelIndex, _previous: QModelIndex) -> None:
@@ -213,15 +224,6 @@ class DiffInsight(QWidget):
 
     def is_busy(self) -> bool:
         return self._job is not None
-
-
-def model_order(keys: list[KeyDiff]) -> list[KeyDiff]:
-    """The keys in model order: the file's order, unless the file sorted its keys by name (as
-    safetensors does); then layer 10 goes after layer 9, not after layer 1."""
-    names = [k.name for k in keys if k.status != ONLY_B]  # B's extra keys come last in any case
-    if names != sorted(names):
-        return keys
-    return sorted(keys, key=lambda k: natural_key(k.name))
 
 
 def fit_key_columns(table: QTableView, keys: list[KeyDiff]) -> None:

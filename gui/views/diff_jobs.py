@@ -1,7 +1,9 @@
 """The diff view's jobs, run on the worker: open both sides (two files, or a file and a model's
 expected keys) and diff them, diffing other sections of the open files (--section-a/-b), the value
 diff, and writing A renamed then diffing it again. Each strings
-core functions together (core.diff.structure, core.diff.remap); gui.views.diff shows what they return."""
+core functions together (core.diff.structure, core.diff.remap); gui.views.diff shows what they return.
+Each also builds the module tree and the plotted changes of its diff (`Opened.shown`): at 100k keys that
+takes a second, which the GUI thread would otherwise freeze for."""
 
 from __future__ import annotations
 
@@ -22,19 +24,22 @@ from core.diff.structure import (
 )
 from core.model import Checkpoint
 from core.progress import Progress
+from gui.models.diff_tree import DiffShown, shown_diff
 from gui.views.diff_model import ModelSource, open_model
 
 
 @dataclass
 class Opened:
     """Both sides, their diff, and their sizes on disk (read on the worker). When B is a model, `b`
-    holds its expected keys (format core.diff.MODEL_FORMAT, size 0)."""
+    holds its expected keys (format core.diff.MODEL_FORMAT, size 0). `shown`: the module tree and
+    the plotted changes, built on the worker too (None: the view builds them)."""
 
     a: Checkpoint
     b: Checkpoint
     result: DiffResult
     size_a: int
     size_b: int
+    shown: DiffShown | None = None
 
 
 def open_and_diff(path_a: str, path_b: str | ModelSource, progress: Progress | None = None,
@@ -58,7 +63,7 @@ def diff_pair(a: Checkpoint, b: Checkpoint, progress: Progress | None = None,
         if "sections" not in options:
             options.update(section_a=section_a, section_b=section_b)
         result = diff_checkpoints(a, b, suggest=True, progress=progress, **options)  # type: ignore[arg-type]
-    return Opened(a, b, result, _size(a.path), _size(b.path))
+    return Opened(a, b, result, _size(a.path), _size(b.path), shown_diff(result))
 
 
 def rediff_sections(opened: Opened, section_a: str | None, section_b: str | None,
