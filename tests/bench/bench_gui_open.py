@@ -23,7 +23,7 @@ from tests.bench.bench_inspect import build_checkpoint, run_process  # noqa: E40
 
 CHILD = """
 import sys, time
-from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 from gui.app import MainWindow, create_app
@@ -34,11 +34,10 @@ window.show()
 app.processEvents()
 mime = QMimeData()
 mime.setUrls([QUrl.fromLocalFile(sys.argv[1])])
-args = (QPointF(50, 50), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-        Qt.KeyboardModifier.NoModifier)
+args = (Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
 start = time.perf_counter_ns()
-QApplication.sendEvent(window, QDragEnterEvent(*args))
-QApplication.sendEvent(window, QDropEvent(*args))
+QApplication.sendEvent(window, QDragEnterEvent(QPoint(50, 50), *args))
+QApplication.sendEvent(window, QDropEvent(QPointF(50, 50), *args))
 view = window.current_view()
 while view.state not in ("ready", "error") or view.tensors.table_model.rowCount() == 0:
     app.processEvents()
