@@ -128,7 +128,7 @@ class DiffInsight(QWidget):
         self._ceiling = 10 * max(float(finite.max()) if finite.size else 0.0, 0.1)
         positive = finite[finite > 0]
         self._floor = float(positive.min()) / 10 if positive.size else FLOOR
-        drawn = np.where(endless, self._ceiling, np.maximum(changes, self._floor))
+        drawn = self._drawn_at(changes)
         view = self.change_plot.getViewBox()
         auto_x, auto_y = view.autoRangeEnabled()
         view.disableAutoRange()  # else each item added ranges the view over all the points again
@@ -151,9 +151,12 @@ class DiffInsight(QWidget):
                              + ". Click a point to select its key.")
         self.hist_plot.clear()
 
-    def _drawn_at(self, change: float) -> float:
-        """Where a change is drawn: 0 at the floor, infinity (A all zeros) above the largest one."""
-        return self._ceiling if math.isinf(change) else max(change, self._floor)
+    def _drawn_at(self, changes: Any) -> Any:
+        """Where changes (one, or an array) are drawn: 0 at the floor, infinity (A all zeros) above
+        the largest one."""
+        import numpy as np
+
+        return np.where(np.isinf(changes), self._ceiling, np.maximum(changes, self._floor))
 
     def _on_points_clicked(self, item: Any, points: Any, event: Any = None) -> None:
         """Points overlap at this density: the one nearest the click along the model order wins."""
@@ -188,7 +191,7 @@ class DiffInsight(QWidget):
         if self.change_plot is None or key is None or key_change(key) is None:
             return
         i = self._position[key.name]
-        self._marker.setData([i], [self._drawn_at(float(key_change(key) or 0.0))])
+        self._marker.setData([i], [float(self._drawn_at(float(key_change(key) or 0.0)))])
         if self._opened is not None and key.values is not None and key.values.status != "skipped":
             job = Job(pair_histograms, self._opened, key, parent=self)
             job.succeeded.connect(self._on_histograms)
